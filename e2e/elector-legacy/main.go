@@ -1,0 +1,1 @@
+../elector/main.go
