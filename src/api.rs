@@ -1,0 +1,339 @@
+//! The `ElectionPolicy` API (`election.dev/v1alpha1`): the types users write and read.
+//!
+//! Everything `kubectl explain` shows comes from the doc comments here, and every rule the
+//! API server enforces at `kubectl apply` is declared here as CEL (`x-kubernetes-validations`).
+//! The operator checks the same rules again in [`crate::domain::validation`], because a policy can
+//! reach it from an API server that never ran them (an older CRD, a direct etcd write).
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use validator::Validate;
+
+/// client-go's `DefaultLeaseDuration`, as kube-controller-manager uses it.
+pub const DEFAULT_LEASE_DURATION: &str = "15s";
+/// client-go's `DefaultRenewDeadline`.
+pub const DEFAULT_RENEW_DEADLINE: &str = "10s";
+/// client-go's `DefaultRetryPeriod`.
+pub const DEFAULT_RETRY_PERIOD: &str = "2s";
+
+/// Go's `time.ParseDuration` grammar (which CEL's `duration()` uses), as an RE2 pattern for
+/// CEL `matches()`. A sign is accepted here so that "-5s" is reported by the "> 0" rule,
+/// which says what is wrong, rather than by the format rule.
+const GO_DURATION_CEL_PATTERN: &str =
+    r"'^[-+]?(0|((\\d+(\\.\\d*)?|\\.\\d+)(ns|us|µs|μs|ms|s|m|h))+)$'";
+/// DNS-1123 subdomain, as Kubernetes validates object names.
+const DNS1123_SUBDOMAIN_CEL_PATTERN: &str =
+    r"'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'";
+/// DNS-1123 label, as Kubernetes validates namespace names.
+const DNS1123_LABEL_CEL_PATTERN: &str = r"'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'";
+
+/// An `ElectionPolicy` declares the leader-election lock and timings that a set of
+/// Deployments share. The operator injects that configuration into the Deployments' pod
+/// templates, watches the lock, and reports who leads and whether the leader keeps renewing.
+#[derive(CustomResource, KubeSchema, Validate, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "election.dev",
+    version = "v1alpha1",
+    kind = "ElectionPolicy",
+    plural = "electionpolicies",
+    shortname = "elp",
+    namespaced,
+    status = "ElectionPolicyStatus",
+    derive = "PartialEq",
+    doc = "ElectionPolicy declares the leader-election lock and timings shared by a set of Deployments; the operator injects that configuration, watches the lock and reports the leader and its health in status.",
+    printcolumn(
+        name = "Leader",
+        type_ = "string",
+        json_path = ".status.leader",
+        description = "Identity holding the lock"
+    ),
+    printcolumn(
+        name = "State",
+        type_ = "string",
+        json_path = ".status.state",
+        description = "Pending, Healthy, Stale, NoLeader or Invalid"
+    ),
+    printcolumn(
+        name = "Transitions",
+        type_ = "integer",
+        json_path = ".status.leaderTransitions",
+        description = "Leader transitions recorded in the lock"
+    ),
+    printcolumn(
+        name = "Lock",
+        type_ = "string",
+        json_path = ".spec.lock.name",
+        description = "Name of the lock object"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[serde(rename_all = "camelCase")]
+#[validate(schema(function = "crate::domain::validation::timings"))]
+#[x_kube(
+    validation = timing_rule(
+        "duration(self.leaseDuration) > duration(self.renewDeadline)",
+        "leaseDuration must be greater than renewDeadline (client-go: the lease must outlive the leader's renewal attempts)",
+        ".leaseDuration",
+    ),
+    validation = timing_rule(
+        // Exact integer form of client-go's `renewDeadline > JitterFactor(1.2) * retryPeriod`.
+        "duration(self.renewDeadline) + duration(self.renewDeadline) + duration(self.renewDeadline) + duration(self.renewDeadline) + duration(self.renewDeadline) > duration(self.retryPeriod) + duration(self.retryPeriod) + duration(self.retryPeriod) + duration(self.retryPeriod) + duration(self.retryPeriod) + duration(self.retryPeriod)",
+        "renewDeadline must be greater than 1.2 x retryPeriod (client-go JitterFactor: a renewal must fit at least one jittered retry)",
+        ".renewDeadline",
+    ),
+)]
+pub struct ElectionPolicySpec {
+    /// Selects the Deployments, in this policy's namespace, whose replicas compete for the
+    /// lock. The configuration is injected into their pod templates, and the lock's holder is
+    /// expected to be one of their Pods. It must not be empty.
+    #[x_kube(
+        validation = Rule::new("(has(self.matchLabels) && size(self.matchLabels) > 0) || (has(self.matchExpressions) && size(self.matchExpressions) > 0)")
+            .message("selector must not be empty: an empty selector would select every Deployment in the namespace"),
+        validation = Rule::new("!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn', 'Exists', 'DoesNotExist'])")
+            .message("selector.matchExpressions operator must be one of In, NotIn, Exists, DoesNotExist"),
+        validation = Rule::new("!has(self.matchExpressions) || self.matchExpressions.all(e, e.operator in ['In', 'NotIn'] ? (has(e.values) && size(e.values) > 0) : (!has(e.values) || size(e.values) == 0))")
+            .message("selector.matchExpressions: In and NotIn need values, Exists and DoesNotExist take none"),
+    )]
+    pub selector: LabelSelector,
+
+    /// The lock object the replicas compete for.
+    #[validate(nested)]
+    pub lock: LockSpec,
+
+    /// How long non-leaders wait after the last observed renewal before they may take the
+    /// lock; also how long the operator waits, on its own clock, before it calls the lease
+    /// stale. A Go duration such as "15s" or "1m". Default 15s (client-go's default).
+    /// Must be greater than renewDeadline.
+    #[serde(default = "default_lease_duration")]
+    #[validate(length(min = 1, max = 32))]
+    #[x_kube(validation = duration_format_rule("leaseDuration"), validation = duration_positive_rule("leaseDuration"))]
+    pub lease_duration: String,
+
+    /// How long the leader keeps retrying to renew before it gives up leadership. A Go
+    /// duration. Default 10s (client-go's default). Must be greater than 1.2 x retryPeriod.
+    #[serde(default = "default_renew_deadline")]
+    #[validate(length(min = 1, max = 32))]
+    #[x_kube(validation = duration_format_rule("renewDeadline"), validation = duration_positive_rule("renewDeadline"))]
+    pub renew_deadline: String,
+
+    /// How long replicas wait between attempts to acquire or renew the lock. A Go duration.
+    /// Default 2s (client-go's default).
+    #[serde(default = "default_retry_period")]
+    #[validate(length(min = 1, max = 32))]
+    #[x_kube(validation = duration_format_rule("retryPeriod"), validation = duration_positive_rule("retryPeriod"))]
+    pub retry_period: String,
+
+    /// How the configuration reaches the selected Deployments. Default: environment
+    /// variables in every container.
+    #[serde(default)]
+    #[validate(nested)]
+    pub injection: InjectionSpec,
+}
+
+/// The object whose record says who leads.
+#[derive(KubeSchema, Validate, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LockSpec {
+    /// Name of the lock object (a Lease, or for the legacy types an Endpoints or ConfigMap).
+    /// Must be a DNS-1123 subdomain.
+    #[validate(
+        length(min = 1, max = 253),
+        custom(function = "crate::domain::validation::dns1123_subdomain")
+    )]
+    #[x_kube(validation = Rule::new(format!("self.matches({DNS1123_SUBDOMAIN_CEL_PATTERN})"))
+        .message("lock.name must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
+    pub name: String,
+
+    /// Namespace of the lock object. Defaults to the policy's namespace. A lock in another
+    /// namespace is refused unless the operator runs with --allow-cross-namespace-locks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(
+        length(min = 1, max = 63),
+        custom(function = "crate::domain::validation::dns1123_label")
+    )]
+    #[x_kube(validation = Rule::new(format!("self.matches({DNS1123_LABEL_CEL_PATTERN})"))
+        .message("lock.namespace must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit"))]
+    pub namespace: Option<String>,
+
+    /// Kind of lock: Lease (coordination.k8s.io/v1, the default), or the legacy Endpoints or
+    /// ConfigMap, whose record is the annotation control-plane.alpha.kubernetes.io/leader
+    /// written by client-go before v0.24.
+    #[serde(default, rename = "type")]
+    pub type_: LockType,
+}
+
+/// Kind of lock object, by client-go resourcelock name.
+#[derive(
+    JsonSchema,
+    Serialize,
+    Deserialize,
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+)]
+pub enum LockType {
+    /// A coordination.k8s.io/v1 Lease (client-go resourcelock "leases").
+    #[default]
+    Lease,
+    /// The leader annotation on a core/v1 Endpoints (client-go < v0.24 "endpoints").
+    Endpoints,
+    /// The leader annotation on a core/v1 ConfigMap (client-go < v0.24 "configmaps").
+    ConfigMap,
+}
+
+/// Where and how the lock configuration is written into the selected Deployments.
+#[derive(KubeSchema, Validate, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct InjectionSpec {
+    /// Env (default) sets LEADER_ELECTION_* environment variables; Args appends the
+    /// component-base --leader-elect-* flags; None leaves the Deployments untouched and
+    /// only observes the lock.
+    #[serde(default)]
+    pub mode: InjectionMode,
+
+    /// Names of the containers to configure. Default: every container of the pod template
+    /// (init containers excepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(length(min = 1, max = 64))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    pub containers: Option<Vec<String>>,
+}
+
+/// How configuration reaches the apps.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum InjectionMode {
+    /// LEADER_ELECTION_* environment variables.
+    #[default]
+    Env,
+    /// --leader-elect-* command-line flags, appended to the container's args.
+    Args,
+    /// No injection: observe the lock only.
+    None,
+}
+
+/// What the operator observes of the policy and its lock.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ElectionPolicyStatus {
+    /// Identity of the current lock holder; empty when there is none.
+    #[serde(default)]
+    pub leader: String,
+
+    /// Leader transitions counted in the lock record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_transitions: Option<i32>,
+
+    /// When the current holder acquired the lock, as recorded in the lock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub acquire_time: Option<Time>,
+
+    /// When the operator last observed the lock record change (a renewal), on the operator's
+    /// own clock. Written with every status update, not on every renewal: the live value is
+    /// the election_last_renewal_age_seconds metric.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_observed_renewal: Option<Time>,
+
+    /// Pending (no lock record yet), Healthy, Stale (no renewal observed within
+    /// leaseDuration), NoLeader (lock released) or Invalid (spec, conflict or lock record
+    /// error: the Ready condition says which).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<PolicyState>,
+
+    /// The lock being watched, as resource/namespace/name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock: Option<String>,
+
+    /// Deployments the configuration is injected into.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub injected_deployments: Vec<String>,
+
+    /// The metadata.generation of the spec this status reflects.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// ConfigInjected, LeaderHealthy and Ready.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+}
+
+/// The policy's overall state, shown in `kubectl get electionpolicies`.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PolicyState {
+    /// No lock record exists yet.
+    Pending,
+    /// The holder renews the lock.
+    Healthy,
+    /// No renewal observed within leaseDuration.
+    Stale,
+    /// The lock exists but nobody holds it (released).
+    NoLeader,
+    /// The operator cannot act on the policy or its lock record.
+    Invalid,
+}
+
+impl PolicyState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PolicyState::Pending => "Pending",
+            PolicyState::Healthy => "Healthy",
+            PolicyState::Stale => "Stale",
+            PolicyState::NoLeader => "NoLeader",
+            PolicyState::Invalid => "Invalid",
+        }
+    }
+}
+
+fn default_lease_duration() -> String {
+    DEFAULT_LEASE_DURATION.into()
+}
+fn default_renew_deadline() -> String {
+    DEFAULT_RENEW_DEADLINE.into()
+}
+fn default_retry_period() -> String {
+    DEFAULT_RETRY_PERIOD.into()
+}
+
+fn duration_format_rule(field: &str) -> kube::core::Rule {
+    kube::core::Rule::new(format!("self.matches({GO_DURATION_CEL_PATTERN})")).message(
+        kube::core::Message::Message(format!(
+            "{field} must be a Go duration such as 15s, 1m30s or 500ms"
+        )),
+    )
+}
+
+fn duration_positive_rule(field: &str) -> kube::core::Rule {
+    kube::core::Rule::new(format!(
+        "!self.matches({GO_DURATION_CEL_PATTERN}) || duration(self) > duration('0s')"
+    ))
+    .message(kube::core::Message::Message(format!(
+        "{field} must be greater than 0"
+    )))
+}
+
+/// A cross-field timing rule, evaluated only once every duration parses and is positive, so
+/// that a malformed or non-positive value is reported once, by its own field's rule.
+fn timing_rule(condition: &str, message: &str, field_path: &str) -> kube::core::Rule {
+    let all_usable = ["leaseDuration", "renewDeadline", "retryPeriod"]
+        .map(|f| {
+            format!(
+                "self.{f}.matches({GO_DURATION_CEL_PATTERN}) && duration(self.{f}) > duration('0s')"
+            )
+        })
+        .join(" && ");
+    kube::core::Rule::new(format!("!({all_usable}) || ({condition})"))
+        .message(message)
+        .field_path(field_path)
+}

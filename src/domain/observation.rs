@@ -1,0 +1,581 @@
+//! Observing one lock over time: who leads, when that changed, and whether the holder keeps
+//! renewing. Pure logic; the caller passes the time in.
+//!
+//! Renewals are judged the way client-go's `LeaderElector` judges them: a renewal is a
+//! change of the record, observed at local time t, and the lease is stale when no change was
+//! observed for the lease duration. The holder's own `renewTime` is never compared with the
+//! local clock, so clock skew between the holder and the operator can neither raise a false
+//! alarm nor hide a real one.
+
+use std::{
+    collections::VecDeque,
+    time::{Duration, Instant},
+};
+
+use jiff::Timestamp;
+
+use crate::{
+    api::PolicyState,
+    domain::lock_record::{LeaderElectionRecord, LockContent},
+};
+
+/// A reading of both clocks at once: the monotonic one for deadlines, the wall one for what
+/// users see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Moment {
+    pub monotonic: Instant,
+    pub wall: Timestamp,
+}
+
+impl Moment {
+    pub fn now() -> Self {
+        Moment {
+            monotonic: Instant::now(),
+            wall: Timestamp::now(),
+        }
+    }
+
+    /// This moment shifted by `by`, on both clocks.
+    pub fn after(self, by: Duration) -> Self {
+        Moment {
+            monotonic: self.monotonic + by,
+            wall: self.wall.checked_add(by).unwrap_or(self.wall),
+        }
+    }
+}
+
+/// The lock's health as observed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Health {
+    /// No lock record yet.
+    Pending,
+    /// The holder's renewals are being observed.
+    Healthy,
+    /// No renewal observed within the lease duration.
+    Stale,
+    /// The lock exists but nobody holds it.
+    NoLeader,
+    /// The record cannot be read; the reason says why.
+    Malformed(String),
+}
+
+/// Something that happened to the lock, worth an Event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Occurrence {
+    /// The first holder observed (or a holder after the lock was released).
+    LeaderElected {
+        holder: String,
+        acquire_time: Option<String>,
+    },
+    /// The holder changed.
+    LeaderChanged {
+        from: String,
+        to: String,
+        acquire_time: Option<String>,
+    },
+    /// No renewal observed for the lease duration since `last_renewal`.
+    LeaseStale {
+        holder: String,
+        last_renewal: Timestamp,
+        lease_duration: Duration,
+    },
+    /// The same holder renewed again after LeaseStale.
+    LeaseRecovered {
+        holder: String,
+        stale_since: Timestamp,
+    },
+    /// The record became unreadable.
+    MalformedRecord { reason: String },
+}
+
+/// What the operator knew of the lock before it (re)started, read back from the policy's
+/// status, so that a restart neither repeats nor misses what it had already reported.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Resumed {
+    pub leader: String,
+    pub state: Option<PolicyState>,
+}
+
+/// Renewal statistics kept for the early-warning and flapping detectors.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RenewalStats {
+    /// Interval between the last two observed changes by the same holder.
+    pub last_interval: Option<Duration>,
+    /// Local times of recent leader transitions, oldest first.
+    pub transitions: VecDeque<Instant>,
+}
+
+/// The observed state of one lock.
+#[derive(Clone, Debug)]
+pub struct LockObservation {
+    /// The content last observed; `None` before the first observation (or after a restart).
+    content: Option<LockContent>,
+    /// When `content` was last seen to change, on the operator's clock.
+    last_change: Option<Moment>,
+    health: Health,
+    leader: String,
+    /// The last non-empty holder, so that a handover through a released lock still reads
+    /// "A -> B".
+    previous_leader: String,
+    stale_since: Option<Timestamp>,
+    /// The lock watch is down: nothing can be concluded from the absence of changes.
+    blind: bool,
+    /// The deadline passed while blind: health is unknown rather than stale.
+    unobservable: bool,
+    /// The lease duration to use when the record does not carry one.
+    fallback_lease_duration: Duration,
+    stats: RenewalStats,
+}
+
+impl LockObservation {
+    pub fn new(fallback_lease_duration: Duration, resumed: Resumed) -> Self {
+        let health = match resumed.state {
+            Some(PolicyState::Stale) if !resumed.leader.is_empty() => Health::Stale,
+            Some(PolicyState::Healthy) if !resumed.leader.is_empty() => Health::Healthy,
+            Some(PolicyState::NoLeader) => Health::NoLeader,
+            _ => Health::Pending,
+        };
+        LockObservation {
+            content: None,
+            last_change: None,
+            health,
+            previous_leader: resumed.leader.clone(),
+            leader: resumed.leader,
+            stale_since: None,
+            blind: false,
+            unobservable: false,
+            fallback_lease_duration,
+            stats: RenewalStats::default(),
+        }
+    }
+
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Identity of the current holder; empty when there is none.
+    pub fn leader(&self) -> &str {
+        &self.leader
+    }
+
+    pub fn record(&self) -> Option<&LeaderElectionRecord> {
+        match &self.content {
+            Some(LockContent::Record(record)) => Some(record),
+            _ => None,
+        }
+    }
+
+    /// When the record was last seen to change (a renewal, if held).
+    pub fn last_change(&self) -> Option<Moment> {
+        self.last_change
+    }
+
+    pub fn stale_since(&self) -> Option<Timestamp> {
+        self.stale_since
+    }
+
+    /// The deadline passed while the lock could not be watched.
+    pub fn is_unobservable(&self) -> bool {
+        self.unobservable
+    }
+
+    pub fn stats(&self) -> &RenewalStats {
+        &self.stats
+    }
+
+    pub fn set_fallback_lease_duration(&mut self, duration: Duration) {
+        self.fallback_lease_duration = duration;
+    }
+
+    /// The lease duration in force: the record's own, else the policy's.
+    pub fn lease_duration(&self) -> Duration {
+        match self.record() {
+            Some(r) if r.lease_duration_seconds > 0 => {
+                Duration::from_secs(r.lease_duration_seconds as u64)
+            }
+            _ => self.fallback_lease_duration,
+        }
+    }
+
+    /// When the lease goes stale unless a renewal is observed first; `None` when there is
+    /// nothing to time (no holder, already stale, or not yet observed).
+    pub fn deadline(&self) -> Option<Instant> {
+        match (&self.health, self.last_change) {
+            (Health::Healthy, Some(changed)) if !self.unobservable => {
+                Some(changed.monotonic + self.lease_duration())
+            }
+            _ => None,
+        }
+    }
+
+    /// Feeds the lock's current content, as just read from a watch or a list.
+    pub fn observe(&mut self, now: Moment, content: LockContent) -> Vec<Occurrence> {
+        let first = self.content.is_none();
+        let was_blind = std::mem::replace(&mut self.blind, false);
+        if self.content.as_ref() == Some(&content) {
+            // Unchanged: not a renewal. After a blind spot, give the holder a full lease
+            // from now, as client-go does when it starts watching: it may not have been able
+            // to reach the API server either.
+            if was_blind || self.unobservable {
+                self.unobservable = false;
+                if self.health == Health::Healthy {
+                    self.last_change = Some(now);
+                }
+            }
+            return Vec::new();
+        }
+        let previous_change = self.last_change.replace(now);
+        self.unobservable = false;
+        self.content = Some(content.clone());
+
+        match content {
+            LockContent::Absent => {
+                self.retire_leader();
+                self.health = Health::Pending;
+                Vec::new()
+            }
+            LockContent::Malformed(reason) => {
+                self.retire_leader();
+                let already = self.health == Health::Malformed(reason.clone());
+                self.health = Health::Malformed(reason.clone());
+                if already {
+                    Vec::new()
+                } else {
+                    vec![Occurrence::MalformedRecord { reason }]
+                }
+            }
+            LockContent::Record(record) if !record.has_holder() => {
+                self.retire_leader();
+                self.health = Health::NoLeader;
+                Vec::new()
+            }
+            LockContent::Record(record) => self.observe_holder(now, first, previous_change, record),
+        }
+    }
+
+    fn observe_holder(
+        &mut self,
+        now: Moment,
+        first: bool,
+        previous_change: Option<Moment>,
+        record: LeaderElectionRecord,
+    ) -> Vec<Occurrence> {
+        let holder = record.holder_identity.clone();
+        if holder == self.leader && !self.leader.is_empty() {
+            if let Some(previous) = previous_change.filter(|_| !first) {
+                self.stats.last_interval =
+                    Some(now.monotonic.saturating_duration_since(previous.monotonic));
+            }
+            return match self.health {
+                // A restart's first look proves nothing: the record may not have changed
+                // since the operator last called it stale.
+                Health::Stale if first => Vec::new(),
+                Health::Stale => {
+                    self.health = Health::Healthy;
+                    let stale_since = self.stale_since.take().unwrap_or(now.wall);
+                    vec![Occurrence::LeaseRecovered {
+                        holder,
+                        stale_since,
+                    }]
+                }
+                _ => {
+                    self.health = Health::Healthy;
+                    Vec::new()
+                }
+            };
+        }
+
+        let from = if self.leader.is_empty() {
+            self.previous_leader.clone()
+        } else {
+            self.leader.clone()
+        };
+        self.leader = holder.clone();
+        self.previous_leader = holder.clone();
+        self.health = Health::Healthy;
+        self.stale_since = None;
+        self.stats.last_interval = None;
+        self.stats.transitions.push_back(now.monotonic);
+        let acquire_time = record.acquire_time;
+        if from.is_empty() || from == holder {
+            vec![Occurrence::LeaderElected {
+                holder,
+                acquire_time,
+            }]
+        } else {
+            vec![Occurrence::LeaderChanged {
+                from,
+                to: holder,
+                acquire_time,
+            }]
+        }
+    }
+
+    fn retire_leader(&mut self) {
+        if !self.leader.is_empty() {
+            self.previous_leader = std::mem::take(&mut self.leader);
+        }
+        self.stale_since = None;
+    }
+
+    /// Called when the deadline timer fires (or at any later time).
+    pub fn check_deadline(&mut self, now: Moment) -> Vec<Occurrence> {
+        let Some(deadline) = self.deadline() else {
+            return Vec::new();
+        };
+        if now.monotonic < deadline {
+            return Vec::new();
+        }
+        if self.blind {
+            // Not seeing renewals is not the same as there being none.
+            self.unobservable = true;
+            return Vec::new();
+        }
+        let last_renewal = self.last_change.map_or(now.wall, |m| m.wall);
+        self.health = Health::Stale;
+        self.stale_since = Some(last_renewal);
+        vec![Occurrence::LeaseStale {
+            holder: self.leader.clone(),
+            last_renewal,
+            lease_duration: self.lease_duration(),
+        }]
+    }
+
+    /// The lock watch broke: until it lists again, the absence of changes means nothing.
+    pub fn set_blind(&mut self) {
+        self.blind = true;
+    }
+
+    pub fn is_blind(&self) -> bool {
+        self.blind
+    }
+
+    /// Forgets transitions older than `window` before `now`; returns how many remain.
+    pub fn transitions_within(&mut self, now: Instant, window: Duration) -> usize {
+        while let Some(&oldest) = self.stats.transitions.front() {
+            if now.saturating_duration_since(oldest) > window {
+                self.stats.transitions.pop_front();
+            } else {
+                break;
+            }
+        }
+        self.stats.transitions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LEASE: Duration = Duration::from_secs(15);
+
+    fn record(holder: &str, renew_second: i64) -> LockContent {
+        LockContent::Record(LeaderElectionRecord {
+            holder_identity: holder.into(),
+            lease_duration_seconds: 15,
+            acquire_time: Some(Timestamp::from_second(1_000).unwrap().to_string()),
+            renew_time: Some(Timestamp::from_second(renew_second).unwrap().to_string()),
+            leader_transitions: 0,
+        })
+    }
+
+    fn fresh() -> (LockObservation, Moment) {
+        (
+            LockObservation::new(LEASE, Resumed::default()),
+            Moment::now(),
+        )
+    }
+
+    #[test]
+    fn the_first_holder_is_elected_once() {
+        let (mut o, t0) = fresh();
+        assert!(
+            matches!(o.observe(t0, record("a", 1)).as_slice(), [Occurrence::LeaderElected { holder, .. }] if holder == "a")
+        );
+        assert!(
+            o.observe(t0.after(Duration::from_secs(2)), record("a", 3))
+                .is_empty()
+        );
+        assert_eq!(o.health(), &Health::Healthy);
+        assert_eq!(o.leader(), "a");
+    }
+
+    #[test]
+    fn a_new_holder_is_a_change_from_the_old() {
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 1));
+        let events = o.observe(t0.after(Duration::from_secs(20)), record("b", 21));
+        assert!(
+            matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b")
+        );
+    }
+
+    #[test]
+    fn a_handover_through_a_released_lock_still_names_both() {
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 1));
+        o.observe(t0.after(Duration::from_secs(1)), record("", 2));
+        assert_eq!(o.health(), &Health::NoLeader);
+        let events = o.observe(t0.after(Duration::from_secs(3)), record("b", 3));
+        assert!(
+            matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b")
+        );
+    }
+
+    #[test]
+    fn stale_exactly_at_the_deadline_and_not_before() {
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 1));
+        let renewed = t0.after(Duration::from_secs(2));
+        o.observe(renewed, record("a", 3));
+        assert_eq!(o.deadline(), Some(renewed.monotonic + LEASE));
+        assert!(
+            o.check_deadline(renewed.after(LEASE - Duration::from_millis(1)))
+                .is_empty()
+        );
+        let events = o.check_deadline(renewed.after(LEASE));
+        assert!(
+            matches!(events.as_slice(), [Occurrence::LeaseStale { last_renewal, .. }] if *last_renewal == renewed.wall)
+        );
+        assert_eq!(o.health(), &Health::Stale);
+        assert_eq!(o.deadline(), None, "one LeaseStale per episode");
+        assert!(o.check_deadline(renewed.after(LEASE * 3)).is_empty());
+    }
+
+    #[test]
+    fn the_same_holder_renewing_again_recovers() {
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 1));
+        o.check_deadline(t0.after(LEASE));
+        let events = o.observe(t0.after(LEASE * 2), record("a", 40));
+        assert!(
+            matches!(events.as_slice(), [Occurrence::LeaseRecovered { holder, stale_since }] if holder == "a" && *stale_since == t0.wall)
+        );
+        assert_eq!(o.health(), &Health::Healthy);
+    }
+
+    #[test]
+    fn holder_clock_skew_changes_nothing() {
+        // Records whose renewTime is ten minutes ahead or behind, but which keep changing,
+        // are renewals like any other.
+        for skew in [-600, 600] {
+            let (mut o, t0) = fresh();
+            for i in 0..30 {
+                let now = t0.after(Duration::from_secs(2 * i));
+                o.observe(now, record("a", 1_000_000 + skew + 2 * i as i64));
+                assert!(o.check_deadline(now).is_empty());
+            }
+            assert_eq!(o.health(), &Health::Healthy);
+        }
+    }
+
+    #[test]
+    fn the_record_lease_duration_wins_over_the_policy() {
+        let (mut o, t0) = fresh();
+        let mut content = record("a", 1);
+        if let LockContent::Record(r) = &mut content {
+            r.lease_duration_seconds = 40;
+        }
+        o.observe(t0, content);
+        assert_eq!(o.lease_duration(), Duration::from_secs(40));
+        assert!(o.check_deadline(t0.after(LEASE)).is_empty());
+    }
+
+    #[test]
+    fn a_restart_reports_neither_old_news_nor_false_staleness() {
+        let t0 = Moment::now();
+        let resumed = Resumed {
+            leader: "a".into(),
+            state: Some(PolicyState::Healthy),
+        };
+        let mut o = LockObservation::new(LEASE, resumed);
+        assert!(
+            o.observe(t0, record("a", 1)).is_empty(),
+            "no second LeaderElected"
+        );
+        assert!(
+            o.check_deadline(t0.after(LEASE - Duration::from_millis(1)))
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn a_restart_reports_a_transition_that_happened_while_down() {
+        let resumed = Resumed {
+            leader: "a".into(),
+            state: Some(PolicyState::Healthy),
+        };
+        let mut o = LockObservation::new(LEASE, resumed);
+        let events = o.observe(Moment::now(), record("b", 1));
+        assert!(
+            matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b")
+        );
+    }
+
+    #[test]
+    fn a_restart_keeps_a_stale_lease_stale_until_it_changes() {
+        let t0 = Moment::now();
+        let resumed = Resumed {
+            leader: "a".into(),
+            state: Some(PolicyState::Stale),
+        };
+        let mut o = LockObservation::new(LEASE, resumed);
+        assert!(o.observe(t0, record("a", 1)).is_empty());
+        assert_eq!(o.health(), &Health::Stale);
+        let events = o.observe(t0.after(Duration::from_secs(2)), record("a", 3));
+        assert!(matches!(
+            events.as_slice(),
+            [Occurrence::LeaseRecovered { .. }]
+        ));
+    }
+
+    #[test]
+    fn blindness_is_unknown_not_stale_and_recovery_restarts_the_clock() {
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 1));
+        o.set_blind();
+        assert!(o.check_deadline(t0.after(LEASE * 2)).is_empty());
+        assert!(o.is_unobservable());
+        assert_eq!(o.health(), &Health::Healthy);
+        // The watch lists again and the record did not change meanwhile (nobody could write).
+        let back = t0.after(LEASE * 2);
+        assert!(o.observe(back, record("a", 1)).is_empty());
+        assert!(!o.is_unobservable());
+        assert_eq!(o.deadline(), Some(back.monotonic + LEASE));
+        // A holder that stays silent after the recovery is stale a full lease later.
+        assert_eq!(o.check_deadline(back.after(LEASE)).len(), 1);
+    }
+
+    #[test]
+    fn malformed_records_are_reported_once() {
+        let (mut o, t0) = fresh();
+        let bad = LockContent::Malformed("bad".into());
+        assert_eq!(o.observe(t0, bad.clone()).len(), 1);
+        assert!(o.observe(t0, bad).is_empty());
+        assert_eq!(o.health(), &Health::Malformed("bad".into()));
+    }
+
+    #[test]
+    fn renewal_intervals_and_transitions_are_counted() {
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 1));
+        o.observe(t0.after(Duration::from_secs(3)), record("a", 4));
+        assert_eq!(o.stats().last_interval, Some(Duration::from_secs(3)));
+        o.observe(t0.after(Duration::from_secs(4)), record("b", 5));
+        o.observe(t0.after(Duration::from_secs(5)), record("c", 6));
+        assert_eq!(
+            o.transitions_within(
+                t0.monotonic + Duration::from_secs(5),
+                Duration::from_secs(60)
+            ),
+            3
+        );
+        assert_eq!(
+            o.transitions_within(
+                t0.monotonic + Duration::from_secs(65),
+                Duration::from_secs(60)
+            ),
+            1
+        );
+    }
+}

@@ -1,0 +1,437 @@
+//! The status users see, rendered from what the policy controller did (configuration) and
+//! what the lock observer saw (leadership). One pure function, so that both halves land in
+//! one write and the same inputs always give the same status.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::{
+    api::{ElectionPolicyStatus, PolicyState},
+    domain::{
+        lock_record::{LeaderElectionRecord, LockKey},
+        observation::{Health, LockObservation},
+        reasons::{condition, condition_reason as reason},
+    },
+};
+
+/// What reconciling the policy's configuration came to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConfigOutcome {
+    /// Not reconciled yet.
+    Pending,
+    /// The spec breaks a rule.
+    Invalid(String),
+    /// An older policy claims the same lock or Deployment.
+    Conflict(String),
+    /// The configuration is in these Deployments (none: the selector matches nothing).
+    Injected(Vec<String>),
+    /// injection.mode is None; these Deployments are selected.
+    Observing(Vec<String>),
+    /// Some Deployments could not be configured.
+    Failed {
+        message: String,
+        injected: Vec<String>,
+    },
+}
+
+impl ConfigOutcome {
+    /// True when the lock should be watched.
+    pub fn observes_lock(&self) -> bool {
+        !matches!(self, ConfigOutcome::Invalid(_) | ConfigOutcome::Conflict(_))
+    }
+}
+
+/// The configuration half of the status, from the policy controller.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigReport {
+    pub generation: Option<i64>,
+    pub outcome: ConfigOutcome,
+    pub lock: Option<LockKey>,
+    /// Human description of the selector, for messages.
+    pub selector: String,
+}
+
+/// Renders the status. `previous` keeps each condition's lastTransitionTime when its status
+/// did not change.
+pub fn render(
+    report: &ConfigReport,
+    observation: Option<&LockObservation>,
+    previous: Option<&ElectionPolicyStatus>,
+    now: Timestamp,
+) -> ElectionPolicyStatus {
+    let lock = report
+        .lock
+        .as_ref()
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let config = config_condition(report);
+    let leader = leader_condition(report, observation, &lock);
+    let ready = ready_condition(&config, &leader);
+
+    let state = match (&report.outcome, observation.map(LockObservation::health)) {
+        (ConfigOutcome::Invalid(_) | ConfigOutcome::Conflict(_), _) => PolicyState::Invalid,
+        (_, Some(Health::Malformed(_))) => PolicyState::Invalid,
+        (_, Some(Health::Healthy)) => PolicyState::Healthy,
+        (_, Some(Health::Stale)) => PolicyState::Stale,
+        (_, Some(Health::NoLeader)) => PolicyState::NoLeader,
+        (_, Some(Health::Pending) | None) => PolicyState::Pending,
+    };
+    let watched = report
+        .outcome
+        .observes_lock()
+        .then_some(observation)
+        .flatten();
+    let record = watched.and_then(LockObservation::record);
+    let injected = match &report.outcome {
+        ConfigOutcome::Injected(d) | ConfigOutcome::Failed { injected: d, .. } => d.clone(),
+        _ => Vec::new(),
+    };
+
+    let conditions = [config, leader, ready]
+        .into_iter()
+        .map(|(type_, status, reason, message)| {
+            let since = previous
+                .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
+                .filter(|c| c.status == status)
+                .map(|c| c.last_transition_time.clone());
+            Condition {
+                type_: type_.into(),
+                status: status.into(),
+                reason: reason.into(),
+                message,
+                observed_generation: report.generation,
+                last_transition_time: since.unwrap_or(Time(now)),
+            }
+        })
+        .collect();
+
+    ElectionPolicyStatus {
+        leader: watched.map(|o| o.leader().to_string()).unwrap_or_default(),
+        leader_transitions: record.map(|r| i32::try_from(r.leader_transitions).unwrap_or(i32::MAX)),
+        acquire_time: record
+            .and_then(LeaderElectionRecord::acquire_timestamp)
+            .filter(|_| watched.is_some_and(|o| !o.leader().is_empty()))
+            .map(Time),
+        last_observed_renewal: watched
+            .and_then(LockObservation::last_change)
+            .map(|m| Time(m.wall)),
+        state: Some(state),
+        lock: report.lock.as_ref().map(ToString::to_string),
+        injected_deployments: injected,
+        observed_generation: report.generation,
+        conditions,
+    }
+}
+
+/// Whether two statuses differ in anything worth a write. The time of the last observed
+/// renewal changes with every renewal and is refreshed only along with other changes;
+/// otherwise every renewal of every lock would cost a status write.
+pub fn differs_for_users(a: &ElectionPolicyStatus, b: &ElectionPolicyStatus) -> bool {
+    let strip = |s: &ElectionPolicyStatus| ElectionPolicyStatus {
+        last_observed_renewal: None,
+        ..s.clone()
+    };
+    strip(a) != strip(b)
+}
+
+type Rendered = (&'static str, &'static str, &'static str, String);
+
+fn config_condition(report: &ConfigReport) -> Rendered {
+    let list = |d: &[String]| d.join(", ");
+    match &report.outcome {
+        ConfigOutcome::Pending => (
+            condition::CONFIG_INJECTED,
+            "Unknown",
+            reason::RECONCILING,
+            "not reconciled yet".into(),
+        ),
+        ConfigOutcome::Invalid(why) => (
+            condition::CONFIG_INJECTED,
+            "False",
+            reason::INVALID_POLICY,
+            why.clone(),
+        ),
+        ConfigOutcome::Conflict(why) => (
+            condition::CONFIG_INJECTED,
+            "False",
+            reason::LOCK_CONFLICT,
+            why.clone(),
+        ),
+        ConfigOutcome::Injected(d) if d.is_empty() => (
+            condition::CONFIG_INJECTED,
+            "False",
+            reason::TARGET_NOT_FOUND,
+            format!(
+                "selector {} matches no Deployment in the policy's namespace",
+                report.selector
+            ),
+        ),
+        ConfigOutcome::Injected(d) => (
+            condition::CONFIG_INJECTED,
+            "True",
+            reason::INJECTED,
+            format!(
+                "configuration injected into {} Deployment(s): {}",
+                d.len(),
+                list(d)
+            ),
+        ),
+        ConfigOutcome::Observing(d) => (
+            condition::CONFIG_INJECTED,
+            "True",
+            reason::INJECTION_DISABLED,
+            format!(
+                "injection.mode is None: {} Deployment(s) selected and left untouched",
+                d.len()
+            ),
+        ),
+        ConfigOutcome::Failed { message, .. } => (
+            condition::CONFIG_INJECTED,
+            "False",
+            reason::INJECTION_FAILED,
+            message.clone(),
+        ),
+    }
+}
+
+fn leader_condition(
+    report: &ConfigReport,
+    observation: Option<&LockObservation>,
+    lock: &str,
+) -> Rendered {
+    let unknown = |reason: &'static str, message: String| {
+        (condition::LEADER_HEALTHY, "Unknown", reason, message)
+    };
+    match &report.outcome {
+        ConfigOutcome::Invalid(_) => {
+            return unknown(
+                reason::INVALID_POLICY,
+                "the lock is not watched while the policy is invalid".into(),
+            );
+        }
+        ConfigOutcome::Conflict(_) => {
+            return unknown(
+                reason::LOCK_CONFLICT,
+                "the lock is not watched while the policy conflicts with another".into(),
+            );
+        }
+        _ => {}
+    }
+    let Some(observation) = observation else {
+        return unknown(
+            reason::RECONCILING,
+            format!("waiting for the first look at {lock}"),
+        );
+    };
+    let leader = observation.leader();
+    let since = |o: &LockObservation| {
+        o.last_change()
+            .map_or_else(|| "unknown".into(), |m| m.wall.to_string())
+    };
+    match observation.health() {
+        Health::Healthy if observation.is_unobservable() => unknown(
+            reason::LOCK_UNOBSERVABLE,
+            format!(
+                "{lock} cannot be watched right now; last renewal by {leader} observed at {}",
+                since(observation)
+            ),
+        ),
+        Health::Healthy => (
+            condition::LEADER_HEALTHY,
+            "True",
+            reason::LEADER_RENEWING,
+            format!("{leader} holds {lock} and renews it"),
+        ),
+        Health::Stale => (
+            condition::LEADER_HEALTHY,
+            "False",
+            reason::LEASE_STALE,
+            format!(
+                "{leader} has not renewed {lock} since {} (leaseDuration {}s)",
+                observation
+                    .stale_since()
+                    .map_or_else(|| since(observation), |t| t.to_string()),
+                observation.lease_duration().as_secs()
+            ),
+        ),
+        Health::NoLeader => (
+            condition::LEADER_HEALTHY,
+            "False",
+            reason::NO_LEADER,
+            format!("{lock} exists but nobody holds it"),
+        ),
+        Health::Pending => unknown(
+            reason::LOCK_NOT_FOUND,
+            format!("no leader-election record in {lock} yet"),
+        ),
+        Health::Malformed(why) => unknown(reason::MALFORMED_LOCK_RECORD, format!("{lock}: {why}")),
+    }
+}
+
+fn ready_condition(config: &Rendered, leader: &Rendered) -> Rendered {
+    match (config.1, leader.1) {
+        ("True", "True") => (condition::READY, "True", reason::READY, leader.3.clone()),
+        ("True", _) => (condition::READY, "False", leader.2, leader.3.clone()),
+        _ => (condition::READY, "False", config.2, config.3.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::{
+        api::LockType,
+        domain::{
+            lock_record::LockContent,
+            observation::{Moment, Resumed},
+        },
+    };
+
+    fn report(outcome: ConfigOutcome) -> ConfigReport {
+        ConfigReport {
+            generation: Some(3),
+            outcome,
+            lock: Some(LockKey {
+                type_: LockType::Lease,
+                namespace: "ns".into(),
+                name: "l".into(),
+            }),
+            selector: "app=demo".into(),
+        }
+    }
+
+    fn observed(holder: &str, renew_second: i64, at: Moment) -> LockObservation {
+        let mut o = LockObservation::new(Duration::from_secs(15), Resumed::default());
+        o.observe(
+            at,
+            LockContent::Record(LeaderElectionRecord {
+                holder_identity: holder.into(),
+                lease_duration_seconds: 15,
+                acquire_time: Some(Timestamp::from_second(100).unwrap().to_string()),
+                renew_time: Some(Timestamp::from_second(renew_second).unwrap().to_string()),
+                leader_transitions: 2,
+            }),
+        );
+        o
+    }
+
+    fn condition<'a>(s: &'a ElectionPolicyStatus, type_: &str) -> &'a Condition {
+        s.conditions.iter().find(|c| c.type_ == type_).unwrap()
+    }
+
+    #[test]
+    fn a_healthy_injected_policy_is_ready() {
+        let now = Moment::now();
+        let o = observed("pod-a", 1, now);
+        let s = render(
+            &report(ConfigOutcome::Injected(vec!["web".into()])),
+            Some(&o),
+            None,
+            now.wall,
+        );
+        assert_eq!(s.leader, "pod-a");
+        assert_eq!(s.state, Some(PolicyState::Healthy));
+        assert_eq!(s.leader_transitions, Some(2));
+        assert_eq!(s.observed_generation, Some(3));
+        assert_eq!(s.lock.as_deref(), Some("leases/ns/l"));
+        assert_eq!(condition(&s, "ConfigInjected").status, "True");
+        assert_eq!(condition(&s, "LeaderHealthy").status, "True");
+        assert_eq!(condition(&s, "Ready").status, "True");
+    }
+
+    #[test]
+    fn a_stale_lease_makes_leader_healthy_false_with_its_reason() {
+        let now = Moment::now();
+        let mut o = observed("pod-a", 1, now);
+        o.check_deadline(now.after(Duration::from_secs(15)));
+        let s = render(
+            &report(ConfigOutcome::Injected(vec!["web".into()])),
+            Some(&o),
+            None,
+            now.wall,
+        );
+        assert_eq!(s.state, Some(PolicyState::Stale));
+        let leader = condition(&s, "LeaderHealthy");
+        assert_eq!(
+            (leader.status.as_str(), leader.reason.as_str()),
+            ("False", "LeaseStale")
+        );
+        assert_eq!(condition(&s, "Ready").reason, "LeaseStale");
+    }
+
+    #[test]
+    fn an_invalid_policy_says_why_and_watches_nothing() {
+        let now = Moment::now();
+        let o = observed("pod-a", 1, now);
+        let s = render(
+            &report(ConfigOutcome::Invalid(
+                "leaseDuration must be greater than renewDeadline".into(),
+            )),
+            Some(&o),
+            None,
+            now.wall,
+        );
+        assert_eq!(s.state, Some(PolicyState::Invalid));
+        assert_eq!(s.leader, "");
+        assert_eq!(
+            condition(&s, "Ready").message,
+            "leaseDuration must be greater than renewDeadline"
+        );
+        assert_eq!(condition(&s, "LeaderHealthy").status, "Unknown");
+    }
+
+    #[test]
+    fn no_matching_deployment_is_target_not_found() {
+        let s = render(
+            &report(ConfigOutcome::Injected(vec![])),
+            None,
+            None,
+            Timestamp::now(),
+        );
+        let c = condition(&s, "ConfigInjected");
+        assert_eq!(
+            (c.status.as_str(), c.reason.as_str()),
+            ("False", "TargetNotFound")
+        );
+        assert!(c.message.contains("app=demo"));
+        assert_eq!(s.state, Some(PolicyState::Pending));
+    }
+
+    #[test]
+    fn transition_times_move_only_when_a_condition_changes() {
+        let t0 = Moment::now();
+        let o = observed("pod-a", 1, t0);
+        let r = report(ConfigOutcome::Injected(vec!["web".into()]));
+        let first = render(&r, Some(&o), None, t0.wall);
+        let later = t0.after(Duration::from_secs(60));
+        let second = render(&r, Some(&o), Some(&first), later.wall);
+        assert_eq!(
+            condition(&second, "Ready").last_transition_time,
+            Time(t0.wall)
+        );
+    }
+
+    #[test]
+    fn a_plain_renewal_is_not_worth_a_write() {
+        let t0 = Moment::now();
+        let mut o = observed("pod-a", 1, t0);
+        let r = report(ConfigOutcome::Injected(vec!["web".into()]));
+        let before = render(&r, Some(&o), None, t0.wall);
+        let t1 = t0.after(Duration::from_secs(2));
+        o.observe(
+            t1,
+            LockContent::Record(LeaderElectionRecord {
+                holder_identity: "pod-a".into(),
+                lease_duration_seconds: 15,
+                acquire_time: Some(Timestamp::from_second(100).unwrap().to_string()),
+                renew_time: Some(Timestamp::from_second(3).unwrap().to_string()),
+                leader_transitions: 2,
+            }),
+        );
+        let after = render(&r, Some(&o), Some(&before), t1.wall);
+        assert_ne!(before.last_observed_renewal, after.last_observed_renewal);
+        assert!(!differs_for_users(&before, &after));
+    }
+}

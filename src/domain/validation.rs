@@ -1,0 +1,511 @@
+//! The operator's own check of a policy, client-go style: everything is validated up front,
+//! one specific message per broken rule, before anything is injected or watched.
+//!
+//! The API server runs the same rules as CEL at `kubectl apply` (see [`crate::api`]); they
+//! run again here because a policy can reach the operator without them (a CRD installed
+//! before a rule existed, a restore from backup), and acting on it then would be worse than
+//! reporting it.
+
+use std::time::Duration;
+
+use kube::core::{Selector, labels::ParseExpressionError};
+use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
+
+use crate::{
+    api::{ElectionPolicySpec, InjectionSpec, LockType},
+    domain::lock_record::LockKey,
+};
+
+/// client-go's `JitterFactor`: renewDeadline must exceed it times retryPeriod.
+pub const JITTER_FACTOR_NUMERATOR: u128 = 6;
+pub const JITTER_FACTOR_DENOMINATOR: u128 = 5;
+
+/// The three timings of client-go's `LeaderElectionConfig`, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Timings {
+    pub lease_duration: Duration,
+    pub renew_deadline: Duration,
+    pub retry_period: Duration,
+}
+
+/// Switches that widen what a policy may do; both are operator flags, off by default.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PolicyOptions {
+    /// Let a policy watch a lock in another namespace than its own.
+    pub allow_cross_namespace_locks: bool,
+    /// Let policies use Endpoints and ConfigMap locks (the operator then reads those kinds).
+    pub legacy_locks: bool,
+}
+
+/// A policy the operator can act on: every rule holds and every value is parsed.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ValidPolicy {
+    pub lock: LockKey,
+    pub timings: Timings,
+    pub selector: Selector,
+    pub injection: InjectionSpec,
+    /// The durations as the user wrote them, which is how they are injected.
+    pub lease_duration: String,
+    pub renew_deadline: String,
+    pub retry_period: String,
+}
+
+/// Why a policy was rejected: one message per broken rule, each naming its field.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .0.join("; "))]
+pub struct InvalidPolicy(pub Vec<String>);
+
+/// Validates a policy living in `policy_namespace`.
+pub fn validate(
+    policy_namespace: &str,
+    spec: &ElectionPolicySpec,
+    options: PolicyOptions,
+) -> Result<ValidPolicy, InvalidPolicy> {
+    let mut problems = Vec::new();
+    if let Err(errors) = spec.validate() {
+        flatten_errors("", &errors, &mut problems);
+    }
+
+    let selector = match parse_selector(spec) {
+        Ok(selector) => Some(selector),
+        Err(problem) => {
+            problems.push(problem);
+            None
+        }
+    };
+
+    let lock_namespace = spec
+        .lock
+        .namespace
+        .clone()
+        .unwrap_or_else(|| policy_namespace.to_string());
+    if lock_namespace != policy_namespace && !options.allow_cross_namespace_locks {
+        problems.push(format!(
+            "lock.namespace: {lock_namespace:?} is not the policy's namespace {policy_namespace:?}; \
+             a policy may only watch locks in its own namespace unless the operator runs with \
+             --allow-cross-namespace-locks"
+        ));
+    }
+    if spec.lock.type_ != LockType::Lease && !options.legacy_locks {
+        problems.push(format!(
+            "lock.type: {:?} locks are disabled; the operator must run with --legacy-locks \
+             (Helm value legacyLocks.enabled) to read Endpoints and ConfigMap locks",
+            spec.lock.type_
+        ));
+    }
+
+    match (selector, problems.is_empty()) {
+        (Some(selector), true) => Ok(ValidPolicy {
+            lock: LockKey {
+                type_: spec.lock.type_,
+                namespace: lock_namespace,
+                name: spec.lock.name.clone(),
+            },
+            // Parsed successfully by the timing rule above, so these cannot fail here.
+            timings: parse_timings(spec).map_err(|e| InvalidPolicy(vec![e]))?,
+            selector,
+            injection: spec.injection.clone(),
+            lease_duration: spec.lease_duration.clone(),
+            renew_deadline: spec.renew_deadline.clone(),
+            retry_period: spec.retry_period.clone(),
+        }),
+        _ => Err(InvalidPolicy(problems)),
+    }
+}
+
+/// client-go's `NewLeaderElector` checks on parsed durations.
+pub fn check_timings(t: &Timings) -> Result<(), String> {
+    // client-go checks the relations first; checking positivity first gives "0s" a message
+    // that names the actual mistake.
+    for (field, value) in [
+        ("leaseDuration", t.lease_duration),
+        ("renewDeadline", t.renew_deadline),
+        ("retryPeriod", t.retry_period),
+    ] {
+        if value.is_zero() {
+            return Err(format!("{field} must be greater than 0"));
+        }
+    }
+    if t.lease_duration <= t.renew_deadline {
+        return Err("leaseDuration must be greater than renewDeadline".into());
+    }
+    // renewDeadline > 1.2 * retryPeriod, in exact integer arithmetic.
+    if t.renew_deadline.as_nanos() * JITTER_FACTOR_DENOMINATOR
+        <= t.retry_period.as_nanos() * JITTER_FACTOR_NUMERATOR
+    {
+        return Err(
+            "renewDeadline must be greater than 1.2 x retryPeriod (client-go JitterFactor)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Parses a duration the way Go's `time.ParseDuration` does (which is what CEL's
+/// `duration()` runs at `kubectl apply`), so that the operator and the API server agree on
+/// every string. Negative values are errors here.
+pub fn parse_go_duration(field: &str, text: &str) -> Result<Duration, String> {
+    let invalid = || format!("{field}: {text:?} is not a Go duration such as 15s, 1m30s or 500ms");
+    let (negative, nanos) = go_duration_nanos(text).ok_or_else(invalid)?;
+    if negative && nanos > 0 {
+        return Err(format!("{field} must be greater than 0, got {text:?}"));
+    }
+    Ok(Duration::from_nanos(
+        u64::try_from(nanos).map_err(|_| invalid())?,
+    ))
+}
+
+/// `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+`, or "0": Go's grammar, with Go's range limit.
+fn go_duration_nanos(text: &str) -> Option<(bool, u128)> {
+    let (negative, mut rest) = match text.as_bytes().first() {
+        Some(b'-') => (true, &text[1..]),
+        Some(b'+') => (false, &text[1..]),
+        _ => (false, text),
+    };
+    if rest == "0" {
+        return Some((negative, 0));
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let integer_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (integer, after) = rest.split_at(integer_end);
+        let (fraction, after) = match after.strip_prefix('.') {
+            Some(f) => {
+                let end = f.find(|c: char| !c.is_ascii_digit()).unwrap_or(f.len());
+                f.split_at(end)
+            }
+            None => ("", after),
+        };
+        if integer.is_empty() && fraction.is_empty() {
+            return None;
+        }
+        let unit_end = after
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, after) = after.split_at(unit_end);
+        let unit_nanos: u128 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60_000_000_000,
+            "h" => 3_600_000_000_000,
+            _ => return None,
+        };
+        let whole: u128 = if integer.is_empty() {
+            0
+        } else {
+            integer.parse().ok()?
+        };
+        total = total.checked_add(whole.checked_mul(unit_nanos)?)?;
+        // Go keeps the fraction to the precision that fits and truncates the rest.
+        let mut scale: u128 = 1;
+        let mut numerator: u128 = 0;
+        for digit in fraction.bytes().take(30) {
+            numerator = numerator * 10 + u128::from(digit - b'0');
+            scale *= 10;
+        }
+        total = total.checked_add(numerator * unit_nanos / scale)?;
+        if total > i64::MAX as u128 + u128::from(negative) {
+            return None;
+        }
+        rest = after;
+    }
+    Some((negative, total))
+}
+
+fn parse_timings(spec: &ElectionPolicySpec) -> Result<Timings, String> {
+    Ok(Timings {
+        lease_duration: parse_go_duration("leaseDuration", &spec.lease_duration)?,
+        renew_deadline: parse_go_duration("renewDeadline", &spec.renew_deadline)?,
+        retry_period: parse_go_duration("retryPeriod", &spec.retry_period)?,
+    })
+}
+
+/// validator schema rule on [`ElectionPolicySpec`]: the timings parse and satisfy client-go.
+pub fn timings(spec: &ElectionPolicySpec) -> Result<(), ValidationError> {
+    let failed = |message: String| {
+        let mut error = ValidationError::new("timings");
+        error.message = Some(message.into());
+        error
+    };
+    let timings = parse_timings(spec).map_err(failed)?;
+    check_timings(&timings).map_err(failed)
+}
+
+fn parse_selector(spec: &ElectionPolicySpec) -> Result<Selector, String> {
+    let selector = &spec.selector;
+    let labels = selector.match_labels.as_ref().map_or(0, |l| l.len());
+    let expressions = selector.match_expressions.as_ref().map_or(0, |e| e.len());
+    if labels + expressions == 0 {
+        return Err("selector must not be empty: an empty selector would select every Deployment in the namespace".into());
+    }
+    Selector::try_from(selector.clone()).map_err(|e: ParseExpressionError| format!("selector: {e}"))
+}
+
+/// A DNS-1123 subdomain, as Kubernetes validates object names.
+pub fn dns1123_subdomain(value: &str) -> Result<(), ValidationError> {
+    let ok = value.len() <= 253 && value.split('.').all(is_dns1123_label);
+    ok.then_some(()).ok_or_else(|| {
+        message_error(
+            "dns1123_subdomain",
+            "must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
+        )
+    })
+}
+
+/// A DNS-1123 label, as Kubernetes validates namespace names.
+pub fn dns1123_label(value: &str) -> Result<(), ValidationError> {
+    is_dns1123_label(value).then_some(()).ok_or_else(|| {
+        message_error(
+            "dns1123_label",
+            "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit",
+        )
+    })
+}
+
+fn is_dns1123_label(s: &str) -> bool {
+    let bytes = s.as_bytes();
+    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
+    !bytes.is_empty()
+        && bytes.len() <= 63
+        && alnum(&bytes[0])
+        && alnum(&bytes[bytes.len() - 1])
+        && bytes.iter().all(|b| alnum(b) || *b == b'-')
+}
+
+fn message_error(code: &'static str, message: &'static str) -> ValidationError {
+    let mut error = ValidationError::new(code);
+    error.message = Some(message.into());
+    error
+}
+
+/// Turns validator's nested error tree into "field.path: message" lines, in a stable order.
+fn flatten_errors(prefix: &str, errors: &ValidationErrors, out: &mut Vec<String>) {
+    let mut fields: Vec<_> = errors.errors().iter().collect();
+    fields.sort_by_key(|(name, _)| name.to_string());
+    for (field, kind) in fields {
+        let path = match (prefix.is_empty(), field.as_ref()) {
+            (_, "__all__") => prefix.to_string(),
+            (true, name) => camel_case(name),
+            (false, name) => format!("{prefix}.{}", camel_case(name)),
+        };
+        match kind {
+            ValidationErrorsKind::Field(list) => {
+                for error in list {
+                    let message = error
+                        .message
+                        .as_ref()
+                        .map(|m| m.to_string())
+                        .unwrap_or_else(|| describe(error));
+                    out.push(if path.is_empty() {
+                        message
+                    } else {
+                        format!("{path}: {message}")
+                    });
+                }
+            }
+            ValidationErrorsKind::Struct(inner) => flatten_errors(&path, inner, out),
+            ValidationErrorsKind::List(items) => {
+                for (index, inner) in items {
+                    flatten_errors(&format!("{path}[{index}]"), inner, out);
+                }
+            }
+        }
+    }
+}
+
+fn describe(error: &ValidationError) -> String {
+    match error.code.as_ref() {
+        "length" => {
+            let bound = |name: &str| error.params.get(name).map(|v| v.to_string());
+            match (bound("min"), bound("max")) {
+                (Some(min), Some(max)) => format!("length must be between {min} and {max}"),
+                (Some(min), None) => format!("length must be at least {min}"),
+                (None, Some(max)) => format!("length must be at most {max}"),
+                (None, None) => "invalid length".into(),
+            }
+        }
+        code => format!("failed rule {code}"),
+    }
+}
+
+fn camel_case(snake: &str) -> String {
+    let mut out = String::with_capacity(snake.len());
+    let mut upper = false;
+    for c in snake.chars() {
+        match (c, upper) {
+            ('_', _) => upper = true,
+            (c, true) => {
+                out.extend(c.to_uppercase());
+                upper = false
+            }
+            (c, false) => out.push(c),
+        }
+    }
+    // serde renames `type_` to `type`.
+    out.trim_end_matches('_').to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn spec(overrides: serde_json::Value) -> ElectionPolicySpec {
+        let mut value = json!({
+            "selector": {"matchLabels": {"app": "demo"}},
+            "lock": {"name": "demo-lock"},
+        });
+        for (k, v) in overrides.as_object().unwrap() {
+            value[k] = v.clone();
+        }
+        serde_json::from_value(value).unwrap()
+    }
+
+    fn problems(overrides: serde_json::Value, options: PolicyOptions) -> String {
+        validate("apps", &spec(overrides), options)
+            .unwrap_err()
+            .to_string()
+    }
+
+    #[test]
+    fn defaults_are_client_gos() {
+        let valid = validate("apps", &spec(json!({})), PolicyOptions::default()).unwrap();
+        assert_eq!(
+            valid.timings,
+            Timings {
+                lease_duration: Duration::from_secs(15),
+                renew_deadline: Duration::from_secs(10),
+                retry_period: Duration::from_secs(2),
+            }
+        );
+        assert_eq!(valid.lock.to_string(), "leases/apps/demo-lock");
+    }
+
+    #[test]
+    fn each_rule_has_its_own_message() {
+        let none = PolicyOptions::default();
+        let table = [
+            (
+                json!({"leaseDuration": "10s"}),
+                "leaseDuration must be greater than renewDeadline",
+            ),
+            (
+                json!({"renewDeadline": "2400ms"}),
+                "renewDeadline must be greater than 1.2 x retryPeriod",
+            ),
+            (
+                json!({"retryPeriod": "0s"}),
+                "retryPeriod must be greater than 0",
+            ),
+            (
+                json!({"leaseDuration": "-15s"}),
+                "leaseDuration must be greater than 0",
+            ),
+            (
+                json!({"renewDeadline": "soon"}),
+                "renewDeadline: \"soon\" is not a Go duration",
+            ),
+            (
+                json!({"lock": {"name": "Bad_Name"}}),
+                "lock.name: must be a DNS-1123 subdomain",
+            ),
+            (
+                json!({"lock": {"name": "x", "namespace": "UPPER"}}),
+                "lock.namespace: must be a DNS-1123 label",
+            ),
+            (json!({"selector": {}}), "selector must not be empty"),
+            (
+                json!({"selector": {"matchExpressions": [{"key": "a", "operator": "Near", "values": ["b"]}]}}),
+                "selector:",
+            ),
+            (
+                json!({"injection": {"containers": []}}),
+                "injection.containers: length must be between 1 and 64",
+            ),
+            (
+                json!({"lock": {"name": "x", "namespace": "other"}}),
+                "--allow-cross-namespace-locks",
+            ),
+            (
+                json!({"lock": {"name": "x", "type": "ConfigMap"}}),
+                "--legacy-locks",
+            ),
+        ];
+        for (overrides, expected) in table {
+            let message = problems(overrides.clone(), none);
+            assert!(
+                message.contains(expected),
+                "{overrides}: got {message:?}, expected {expected:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_jitter_rule_is_exact_at_the_boundary() {
+        let t = |renew_ms: u64| Timings {
+            lease_duration: Duration::from_secs(60),
+            renew_deadline: Duration::from_millis(renew_ms),
+            retry_period: Duration::from_secs(2),
+        };
+        assert!(
+            check_timings(&t(2400)).is_err(),
+            "2.4s is not greater than 1.2 x 2s"
+        );
+        assert!(check_timings(&t(2401)).is_ok());
+    }
+
+    #[test]
+    fn options_widen_what_is_allowed() {
+        let options = PolicyOptions {
+            allow_cross_namespace_locks: true,
+            legacy_locks: true,
+        };
+        let overrides = json!({"lock": {"name": "x", "namespace": "other", "type": "Endpoints"}});
+        let valid = validate("apps", &spec(overrides), options).unwrap();
+        assert_eq!(valid.lock.to_string(), "endpoints/other/x");
+    }
+
+    #[test]
+    fn durations_parse_like_go() {
+        for (text, millis) in [
+            ("1h", 3_600_000),
+            ("1m30s", 90_000),
+            ("1.5s", 1_500),
+            ("500ms", 500),
+            ("2s", 2_000),
+        ] {
+            assert_eq!(
+                parse_go_duration("x", text).unwrap(),
+                Duration::from_millis(millis),
+                "{text}"
+            );
+        }
+        assert_eq!(parse_go_duration("x", "0").unwrap(), Duration::ZERO);
+        assert_eq!(
+            parse_go_duration("x", "1.000000001s").unwrap(),
+            Duration::from_nanos(1_000_000_001)
+        );
+        assert_eq!(
+            parse_go_duration("x", ".5m").unwrap(),
+            Duration::from_secs(30)
+        );
+        assert!(parse_go_duration("x", "2562047h").is_ok());
+        assert!(
+            parse_go_duration("x", "2562048h").is_err(),
+            "beyond Go's int64 nanoseconds"
+        );
+        for text in ["", "15", "s", "1d", "--1s", "1e3s", ".s", "+", "1.s.s"] {
+            assert!(
+                parse_go_duration("x", text).is_err(),
+                "{text:?} should not parse"
+            );
+        }
+    }
+}

@@ -1,0 +1,55 @@
+//! election-operator: configures, observes and alerts on client-go leader election.
+//!
+//! Layers, top-down: [`api`] (the ElectionPolicy types), [`domain`] (pure logic: validation,
+//! lock records, observation, injection, status), [`k8s`] (watches, patches, events), and
+//! the binaries (`election-operator`, `crdgen`).
+
+pub mod api;
+pub mod crd;
+pub mod domain;
+
+/// Every failure the operator handles.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("Kubernetes API error: {0}")]
+    Kube(#[source] kube::Error),
+
+    #[error("could not serialize {what}: {source}")]
+    Serialize {
+        what: &'static str,
+        #[source]
+        source: serde_json::Error,
+    },
+
+    #[error(
+        "the ElectionPolicy CRD is not installed: {0}; apply crds/electionpolicies.election.dev.yaml (or install the Helm chart) first"
+    )]
+    CrdNotInstalled(#[source] kube::Error),
+
+    #[error(transparent)]
+    Injection(#[from] domain::injection::InjectionError),
+
+    #[error("object has no {0}")]
+    MissingField(&'static str),
+}
+
+impl From<kube::Error> for Error {
+    fn from(error: kube::Error) -> Self {
+        Error::Kube(error)
+    }
+}
+
+impl Error {
+    /// A short label for metrics.
+    pub fn metric_label(&self) -> &'static str {
+        match self {
+            Error::Kube(_) => "kube",
+            Error::Serialize { .. } => "serialize",
+            Error::CrdNotInstalled(_) => "crd_not_installed",
+            Error::Injection(_) => "injection",
+            Error::MissingField(_) => "missing_field",
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
