@@ -5,6 +5,10 @@
 //! The operator checks the same rules again in [`crate::domain::validation`], because a policy can
 //! reach it from an API server that never ran them (an older CRD, a direct etcd write).
 
+// kube's `printcolumn(...)` arguments repeat keys such as `type_`, which clippy mistakes for
+// duplicated attributes.
+#![allow(clippy::duplicated_attributes)]
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;

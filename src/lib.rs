@@ -7,6 +7,10 @@
 pub mod api;
 pub mod crd;
 pub mod domain;
+pub mod http;
+pub mod k8s;
+pub mod metrics;
+pub mod operator;
 
 /// Every failure the operator handles.
 #[derive(Debug, thiserror::Error)]
@@ -31,6 +35,9 @@ pub enum Error {
 
     #[error("object has no {0}")]
     MissingField(&'static str),
+
+    #[error("finalizer: {0}")]
+    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl From<kube::Error> for Error {
@@ -48,6 +55,11 @@ impl Error {
             Error::CrdNotInstalled(_) => "crd_not_installed",
             Error::Injection(_) => "injection",
             Error::MissingField(_) => "missing_field",
+            Error::Finalizer(inner) => match inner.as_ref() {
+                kube::runtime::finalizer::Error::ApplyFailed(e)
+                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
+                _ => "finalizer",
+            },
         }
     }
 }

@@ -1,1 +1,256 @@
-fn main() {}
+//! election-operator: parses flags, starts telemetry and the HTTP endpoints, and runs the
+//! operator (see `election_operator::operator`).
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, ValueEnum};
+use election_operator::{
+    domain::validation::{PolicyOptions, Timings, check_timings, parse_go_duration},
+    http::{Readiness, parse_bind_address, serve_metrics, serve_probes},
+    k8s::leader_election::LeaseLocation,
+    metrics::Metrics,
+    operator::{self, Settings},
+};
+use tokio::sync::watch;
+use tracing::{error, info};
+use tracing_subscriber::{EnvFilter, fmt};
+
+/// Configures, observes and alerts on client-go leader election (ElectionPolicy, election.dev/v1alpha1).
+///
+/// Finds the cluster the usual way: $KUBECONFIG, ~/.kube/config, or in-cluster. Every flag has
+/// an ELECTION_OPERATOR_* environment twin.
+#[derive(Parser, Debug)]
+#[command(name = "election-operator", version)]
+struct Args {
+    /// Address of the Prometheus /metrics endpoint (":8080" for all interfaces, "0" to disable).
+    #[arg(
+        long,
+        env = "ELECTION_OPERATOR_METRICS_BIND_ADDRESS",
+        default_value = ":8080"
+    )]
+    metrics_bind_address: String,
+
+    /// Address of the /healthz and /readyz endpoints ("0" to disable).
+    #[arg(
+        long,
+        env = "ELECTION_OPERATOR_HEALTH_PROBE_BIND_ADDRESS",
+        default_value = ":8081"
+    )]
+    health_probe_bind_address: String,
+
+    /// Elect a leader among operator replicas through a Lease; only the leader acts.
+    #[arg(long, env = "ELECTION_OPERATOR_LEADER_ELECT", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    leader_elect: bool,
+
+    /// Name of the operator's own leader-election Lease.
+    #[arg(
+        long,
+        env = "ELECTION_OPERATOR_LEADER_ELECTION_ID",
+        default_value = "election-operator"
+    )]
+    leader_election_id: String,
+
+    /// Namespace of that Lease (default: the pod's namespace, else election-system).
+    #[arg(long, env = "ELECTION_OPERATOR_LEADER_ELECTION_NAMESPACE")]
+    leader_election_namespace: Option<String>,
+
+    /// Lease duration of the operator's own election.
+    #[arg(
+        long,
+        env = "ELECTION_OPERATOR_LEADER_ELECTION_LEASE_DURATION",
+        default_value = "15s"
+    )]
+    leader_election_lease_duration: String,
+
+    /// Renew deadline of the operator's own election.
+    #[arg(
+        long,
+        env = "ELECTION_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE",
+        default_value = "10s"
+    )]
+    leader_election_renew_deadline: String,
+
+    /// Retry period of the operator's own election.
+    #[arg(
+        long,
+        env = "ELECTION_OPERATOR_LEADER_ELECTION_RETRY_PERIOD",
+        default_value = "2s"
+    )]
+    leader_election_retry_period: String,
+
+    /// Let policies watch locks in namespaces other than their own.
+    #[arg(long, env = "ELECTION_OPERATOR_ALLOW_CROSS_NAMESPACE_LOCKS", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    allow_cross_namespace_locks: bool,
+
+    /// Read legacy Endpoints and ConfigMap locks (needs RBAC on those kinds).
+    #[arg(long, env = "ELECTION_OPERATOR_LEGACY_LOCKS", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    legacy_locks: bool,
+
+    /// ElectionPolicies reconciled at once.
+    #[arg(
+        long,
+        env = "ELECTION_OPERATOR_MAX_CONCURRENT_RECONCILES",
+        default_value_t = 4
+    )]
+    max_concurrent_reconciles: u16,
+
+    /// Log format.
+    #[arg(long, env = "ELECTION_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+
+    /// This replica's identity in Events and the Lease (default: $POD_NAME, else the
+    /// hostname with a random suffix).
+    #[arg(long, env = "ELECTION_OPERATOR_IDENTITY")]
+    identity: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    match args.log_format {
+        LogFormat::Text => fmt().with_env_filter(filter).init(),
+        LogFormat::Json => fmt()
+            .json()
+            .flatten_event(true)
+            .with_current_span(true)
+            .with_env_filter(filter)
+            .init(),
+    }
+    if let Err(error) = run(args).await {
+        error!("{error:#}");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
+    let identity = args.identity.clone().unwrap_or_else(default_identity);
+    let election = if args.leader_elect {
+        let timings = Timings {
+            lease_duration: parse_go_duration(
+                "--leader-election-lease-duration",
+                &args.leader_election_lease_duration,
+            )
+            .map_err(anyhow::Error::msg)?,
+            renew_deadline: parse_go_duration(
+                "--leader-election-renew-deadline",
+                &args.leader_election_renew_deadline,
+            )
+            .map_err(anyhow::Error::msg)?,
+            retry_period: parse_go_duration(
+                "--leader-election-retry-period",
+                &args.leader_election_retry_period,
+            )
+            .map_err(anyhow::Error::msg)?,
+        };
+        check_timings(&timings).map_err(anyhow::Error::msg)?;
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .or_else(pod_namespace)
+            .unwrap_or_else(|| "election-system".into());
+        Some((
+            LeaseLocation {
+                namespace,
+                name: args.leader_election_id.clone(),
+            },
+            timings,
+        ))
+    } else {
+        None
+    };
+    let metrics_address = parse_bind_address(&args.metrics_bind_address)
+        .map_err(anyhow::Error::msg)
+        .context("--metrics-bind-address")?;
+    let probe_address = parse_bind_address(&args.health_probe_bind_address)
+        .map_err(anyhow::Error::msg)
+        .context("--health-probe-bind-address")?;
+
+    let metrics = Metrics::new();
+    let readiness = Readiness::default();
+    if let Some(address) = metrics_address {
+        let listener = serve_metrics(address, metrics.clone());
+        tokio::spawn(async move {
+            listener
+                .await
+                .inspect_err(|e| error!(%e, "metrics endpoint failed"))
+        });
+    }
+    if let Some(address) = probe_address {
+        let listener = serve_probes(address, readiness.clone());
+        tokio::spawn(async move {
+            listener
+                .await
+                .inspect_err(|e| error!(%e, "probe endpoint failed"))
+        });
+    }
+
+    let client = kube::Client::try_default()
+        .await
+        .context("finding the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    operator::check_crd(&client).await?;
+    info!(%identity, leader_elect = args.leader_elect, "election-operator starting");
+
+    let (stop, shutdown) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutting down");
+        stop.send_replace(true);
+        // A second signal, or a hung shutdown, ends the process anyway.
+        tokio::select! {
+            _ = shutdown_signal() => {}
+            _ = tokio::time::sleep(Duration::from_secs(20)) => {}
+        }
+        std::process::exit(1);
+    });
+
+    let settings = Settings {
+        options: PolicyOptions {
+            allow_cross_namespace_locks: args.allow_cross_namespace_locks,
+            legacy_locks: args.legacy_locks,
+        },
+        concurrency: args.max_concurrent_reconciles,
+        identity,
+        election,
+    };
+    operator::run(client, settings, metrics, readiness, shutdown).await
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+fn default_identity() -> String {
+    if let Some(pod) = std::env::var("POD_NAME").ok().filter(|p| !p.is_empty()) {
+        return pod;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "election-operator".into());
+    // A uniquifier, as client-go programs add, so two processes on one host never share an identity.
+    let suffix = std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish() as u32;
+    format!("{host}_{suffix:08x}")
+}
+
+fn pod_namespace() -> Option<String> {
+    std::fs::read_to_string("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+        .ok()
+        .map(|n| n.trim().to_string())
+}

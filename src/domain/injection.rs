@@ -429,9 +429,7 @@ mod tests {
             .unwrap_or_default();
         let mut annotations: serde_json::Map<String, Value> = annotations
             .into_iter()
-            .filter(|(k, _)| {
-                !previous.is_some_and(|p| p["metadata"]["annotations"].get(k).is_some())
-            })
+            .filter(|(k, _)| previous.is_none_or(|p| p["metadata"]["annotations"].get(k).is_none()))
             .collect();
         for (k, v) in config["metadata"]["annotations"]
             .as_object()

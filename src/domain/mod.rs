@@ -3,6 +3,7 @@
 
 pub mod claims;
 pub mod injection;
+pub mod leadership;
 pub mod lock_record;
 pub mod observation;
 pub mod reasons;

@@ -1,0 +1,107 @@
+//! The operator's HTTP endpoints: `/metrics` on the metrics address, `/healthz` and
+//! `/readyz` on the health-probe address (kubebuilder's split, so that metrics can be
+//! exposed without exposing probes and vice versa).
+
+use std::{
+    net::SocketAddr,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+};
+
+use axum::{
+    Router,
+    extract::State,
+    http::{StatusCode, header},
+    response::IntoResponse,
+    routing::get,
+};
+use tracing::info;
+
+use crate::metrics::Metrics;
+
+/// Whether the operator is doing its job: a standby waiting for leadership is ready; a
+/// leader is ready once its caches are synced.
+#[derive(Clone, Debug, Default)]
+pub struct Readiness(Arc<AtomicBool>);
+
+impl Readiness {
+    pub fn set(&self, ready: bool) {
+        self.0.store(ready, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Parses kubebuilder-style bind addresses: ":8080" means every interface, "0" disables.
+pub fn parse_bind_address(text: &str) -> Result<Option<SocketAddr>, String> {
+    match text {
+        "0" | "" => Ok(None),
+        _ if text.starts_with(':') => format!("0.0.0.0{text}")
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{text:?}: {e}")),
+        _ => text.parse().map(Some).map_err(|e| format!("{text:?}: {e}")),
+    }
+}
+
+pub async fn serve_metrics(address: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/metrics", get(render_metrics))
+        .with_state(metrics);
+    serve(address, router, "metrics").await
+}
+
+pub async fn serve_probes(address: SocketAddr, readiness: Readiness) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(ready))
+        .with_state(readiness);
+    serve(address, router, "health probes").await
+}
+
+async fn serve(address: SocketAddr, router: Router, what: &str) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address).await?;
+    info!(address = %listener.local_addr()?, "serving {what}");
+    axum::serve(listener, router).await
+}
+
+async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics.render(),
+    )
+}
+
+async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
+    if readiness.get() {
+        (StatusCode::OK, "ok")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_addresses_follow_kubebuilder() {
+        assert_eq!(
+            parse_bind_address(":8080").unwrap(),
+            Some("0.0.0.0:8080".parse().unwrap())
+        );
+        assert_eq!(
+            parse_bind_address("127.0.0.1:9").unwrap(),
+            Some("127.0.0.1:9".parse().unwrap())
+        );
+        assert_eq!(parse_bind_address("0").unwrap(), None);
+        assert!(parse_bind_address("nonsense").is_err());
+    }
+}

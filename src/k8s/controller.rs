@@ -1,0 +1,510 @@
+//! The ElectionPolicy controller: validates each policy, resolves conflicts, injects its
+//! configuration into the Deployments it selects, and hands the outcome to the observer.
+//!
+//! It watches policies and Deployments (so a new or edited Deployment is configured at
+//! once), and a finalizer makes deletion take the configuration back out first.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::{
+    Api, Client, Resource, ResourceExt,
+    api::{Patch, PatchParams},
+    core::SelectorExt,
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::{self, Action},
+        finalizer::{Event as Finalizer, finalizer},
+        reflector::{self, ObjectRef, Store},
+        watcher::{self, watcher},
+    },
+};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, field, info, info_span, warn};
+
+use crate::{
+    Error, Result,
+    api::{ElectionPolicy, InjectionMode},
+    domain::{
+        claims::{Claimant, find_conflict},
+        injection::{FIELD_MANAGER, apply_config, injected_by, is_applied, removal_config},
+        reasons::{condition, condition_reason, event},
+        status::{ConfigOutcome, ConfigReport},
+        validation::{PolicyOptions, ValidPolicy, validate},
+    },
+    k8s::{
+        WatchBackoff, api_call,
+        events::{EventPublisher, Notice, Regarding, Severity},
+        locks::LockLabeler,
+        observer::{ObserverHandle, Registration},
+        status_code,
+    },
+    metrics::Metrics,
+};
+
+/// Held on each policy until its configuration has been taken back out.
+pub const FINALIZER: &str = "election.dev/cleanup";
+
+/// Everything a reconcile needs.
+pub struct Context {
+    pub client: Client,
+    pub options: PolicyOptions,
+    pub observer: ObserverHandle,
+    pub events: EventPublisher,
+    pub labeler: LockLabeler,
+    pub metrics: Metrics,
+    pub deployments: Store<Deployment>,
+    pub policies: Store<ElectionPolicy>,
+    /// Policies to reconcile again because one they conflicted with changed.
+    retry: mpsc::UnboundedSender<ObjectRef<ElectionPolicy>>,
+}
+
+/// What the controller works with, built by the operator.
+pub struct Parts {
+    pub client: Client,
+    pub options: PolicyOptions,
+    pub observer: ObserverHandle,
+    pub events: EventPublisher,
+    pub labeler: LockLabeler,
+    pub metrics: Metrics,
+    /// Policies reconciled at once.
+    pub concurrency: u16,
+}
+
+/// Runs the controller until `shutdown` is cancelled; calls `ready` once its caches are
+/// synced.
+pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: CancellationToken) {
+    let Parts {
+        client,
+        options,
+        observer,
+        events,
+        labeler,
+        metrics,
+        concurrency,
+    } = parts;
+    let policy_api: Api<ElectionPolicy> = Api::all(client.clone());
+    let (policies, policy_writer) = reflector::store();
+    let policy_stream = reflector::reflector(
+        policy_writer,
+        watcher(policy_api, watcher::Config::default()),
+    )
+    .backoff(WatchBackoff::new())
+    .applied_objects();
+
+    let deployment_api: Api<Deployment> = Api::all(client.clone());
+    let (deployments, deployment_writer) = reflector::store();
+    let deployment_stream = reflector::reflector(
+        deployment_writer,
+        watcher(deployment_api, watcher::Config::default())
+            // Managed fields are most of a Deployment's size and of no use here.
+            .modify(|d| d.managed_fields_mut().clear())
+            .backoff(WatchBackoff::new()),
+    )
+    .touched_objects();
+
+    let (retry, retries) = mpsc::unbounded_channel();
+    let context = Arc::new(Context {
+        client,
+        options,
+        observer,
+        events,
+        labeler,
+        metrics,
+        deployments: deployments.clone(),
+        policies: policies.clone(),
+        retry,
+    });
+
+    {
+        let (policies, deployments) = (policies.clone(), deployments.clone());
+        tokio::spawn(async move {
+            let _ = policies.wait_until_ready().await;
+            let _ = deployments.wait_until_ready().await;
+            ready();
+        });
+    }
+
+    let mapper_policies = policies.clone();
+    Controller::for_stream(policy_stream, policies)
+        .watches_stream(deployment_stream, move |deployment| {
+            policies_for_deployment(&mapper_policies, &deployment)
+        })
+        .reconcile_on(tokio_stream_from(retries))
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .graceful_shutdown_on(shutdown.cancelled_owned())
+        .run(reconcile, error_policy, context)
+        .for_each(|_| futures::future::ready(()))
+        .await;
+}
+
+fn tokio_stream_from<T: Send + 'static>(
+    mut receiver: mpsc::UnboundedReceiver<T>,
+) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::poll_fn(move |cx| receiver.poll_recv(cx))
+}
+
+/// The policies a Deployment event concerns: those in its namespace that select it, and the
+/// one whose configuration it carries (which may no longer select it).
+fn policies_for_deployment(
+    policies: &Store<ElectionPolicy>,
+    deployment: &Deployment,
+) -> Vec<ObjectRef<ElectionPolicy>> {
+    let namespace = deployment.namespace().unwrap_or_default();
+    let labels = deployment.labels();
+    let carrier = injected_by(deployment);
+    policies
+        .state()
+        .iter()
+        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|p| {
+            carrier == Some(p.name_any().as_str())
+                || kube::core::Selector::try_from(p.spec.selector.clone())
+                    .is_ok_and(|s| s.matches(labels))
+        })
+        .map(|p| ObjectRef::from_obj(p.as_ref()))
+        .collect()
+}
+
+async fn reconcile(policy: Arc<ElectionPolicy>, context: Arc<Context>) -> Result<Action> {
+    let namespace = policy
+        .namespace()
+        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let span = info_span!("reconcile", namespace = %namespace, policy = %policy.name_any(), outcome = field::Empty);
+    let started = std::time::Instant::now();
+    let api: Api<ElectionPolicy> = Api::namespaced(context.client.clone(), &namespace);
+    let result = finalizer(&api, FINALIZER, policy, |event| async {
+        match event {
+            Finalizer::Apply(policy) => apply(&policy, &context).await,
+            Finalizer::Cleanup(policy) => cleanup(&policy, &context).await,
+        }
+    })
+    .instrument(span)
+    .await
+    .map_err(|e| Error::Finalizer(Box::new(e)));
+    context.metrics.reconciled(
+        started.elapsed(),
+        result.as_ref().err().map(Error::metric_label),
+    );
+    result
+}
+
+fn error_policy(policy: Arc<ElectionPolicy>, error: &Error, _context: Arc<Context>) -> Action {
+    warn!(namespace = ?policy.namespace(), policy = %policy.name_any(), %error, "reconcile failed; retrying");
+    Action::requeue(Duration::from_secs(5))
+}
+
+async fn apply(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let regarding = regarding(policy);
+    let selector_text = selector_text(policy);
+
+    let (outcome, lock, fallback) = match validate(&namespace, &policy.spec, context.options) {
+        Err(invalid) => {
+            info!(reason = %invalid, "policy is invalid");
+            (
+                ConfigOutcome::Invalid(invalid.to_string()),
+                None,
+                Duration::from_secs(15),
+            )
+        }
+        Ok(valid) => {
+            let fallback = valid.timings.lease_duration;
+            let lock = Some(valid.lock.clone());
+            match conflict(policy, &valid, context) {
+                Some(message) => (ConfigOutcome::Conflict(message), lock, fallback),
+                None => {
+                    if let Err(error) = context.labeler.label(&valid.lock).await {
+                        // Not fatal: the observer's probe labels it later.
+                        warn!(lock = %valid.lock, %error, "could not label lock");
+                    }
+                    (
+                        inject(policy, &valid, &regarding, context).await?,
+                        lock,
+                        fallback,
+                    )
+                }
+            }
+        }
+    };
+
+    if spec_changed(policy) {
+        retry_conflicting(context, &regarding);
+    }
+    context
+        .observer
+        .register(Registration {
+            regarding,
+            report: ConfigReport {
+                generation: policy.metadata.generation,
+                outcome,
+                lock,
+                selector: selector_text,
+            },
+            fallback_lease_duration: fallback,
+            current_status: policy.status.clone(),
+        })
+        .await;
+    tracing::debug!(%name, "reconciled");
+    // Everything that matters triggers a reconcile; this is a safety net against missed
+    // watch events.
+    Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+async fn cleanup(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let regarding = regarding(policy);
+    for deployment in carriers(context, &namespace, &name) {
+        remove_injection(&deployment, &regarding, context).await?;
+    }
+    if let Ok(valid) = validate(&namespace, &policy.spec, context.options) {
+        // Only the policy that won the lock labelled it.
+        if conflict(policy, &valid, context).is_none() {
+            context.labeler.unlabel(&valid.lock).await?;
+        }
+    }
+    context.observer.unregister((namespace, name.clone())).await;
+    retry_conflicting(context, &regarding);
+    info!(%name, "configuration removed; policy released");
+    Ok(Action::await_change())
+}
+
+/// A LockConflict with an older policy, as a message, if there is one.
+fn conflict(policy: &ElectionPolicy, valid: &ValidPolicy, context: &Context) -> Option<String> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let me = Claimant {
+        namespace: &namespace,
+        name: &name,
+        created: policy.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        lock: &valid.lock,
+        selector: &valid.selector,
+        mode: valid.injection.mode,
+    };
+    let others: Vec<(Arc<ElectionPolicy>, ValidPolicy)> = context
+        .policies
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let valid = validate(&p.namespace()?, &p.spec, context.options).ok()?;
+            Some((p, valid))
+        })
+        .collect();
+    let names: Vec<(String, String)> = others
+        .iter()
+        .map(|(p, _)| (p.namespace().unwrap_or_default(), p.name_any()))
+        .collect();
+    let claimants = others.iter().zip(&names).map(|((p, v), (ns, n))| Claimant {
+        namespace: ns,
+        name: n,
+        created: p.metadata.creation_timestamp.as_ref().map(|t| t.0),
+        lock: &v.lock,
+        selector: &v.selector,
+        mode: v.injection.mode,
+    });
+    let deployments = context.deployments.state();
+    let labels: Vec<(String, BTreeMap<String, String>)> = deployments
+        .iter()
+        .filter(|d| d.namespace().as_deref() == Some(namespace.as_str()))
+        .map(|d| (d.name_any(), d.labels().clone()))
+        .collect();
+    find_conflict(&me, claimants, labels.iter().map(|(n, l)| (n.as_str(), l))).map(|c| c.message)
+}
+
+/// Brings every selected Deployment to the policy's configuration and takes it out of those
+/// no longer selected.
+async fn inject(
+    policy: &ElectionPolicy,
+    valid: &ValidPolicy,
+    regarding: &Regarding,
+    context: &Context,
+) -> Result<ConfigOutcome> {
+    let namespace = policy.namespace().unwrap_or_default();
+    let name = policy.name_any();
+    let mut selected: Vec<Arc<Deployment>> = context
+        .deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace().as_deref() == Some(namespace.as_str()))
+        .filter(|d| d.metadata.deletion_timestamp.is_none())
+        .filter(|d| valid.selector.matches(d.labels()))
+        .collect();
+    selected.sort_by_key(|d| d.name_any());
+    let selected_names: Vec<String> = selected.iter().map(|d| d.name_any()).collect();
+
+    for deployment in carriers(context, &namespace, &name) {
+        let still_wanted = valid.injection.mode != InjectionMode::None
+            && selected_names.contains(&deployment.name_any());
+        if !still_wanted {
+            remove_injection(&deployment, regarding, context).await?;
+        }
+    }
+    if valid.injection.mode == InjectionMode::None {
+        return Ok(ConfigOutcome::Observing(selected_names));
+    }
+
+    let mut injected = Vec::new();
+    let mut failures = Vec::new();
+    for deployment in &selected {
+        let deployment_name = deployment.name_any();
+        let config = match apply_config(deployment, &name, valid) {
+            Ok(config) => config,
+            Err(error) => {
+                failures.push(error.to_string());
+                continue;
+            }
+        };
+        if is_applied(deployment, &config) {
+            injected.push(deployment_name);
+            continue;
+        }
+        let api: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+        // args is an atomic list: taking it over from whoever wrote it last is the only way to
+        // append to it. Environment variables merge per name and are never forced, so a user's
+        // own variable of the same name is reported as a conflict instead of overwritten.
+        let takes_args = config["spec"]["template"]["spec"]["containers"]
+            .as_array()
+            .is_some_and(|c| c.iter().any(|c| c.get("args").is_some()));
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        params.force = takes_args;
+        match api_call(
+            &context.metrics,
+            "apply_deployment",
+            api.patch(&deployment_name, &params, &Patch::Apply(&config)),
+        )
+        .await
+        {
+            Ok(_) => {
+                info!(deployment = %deployment_name, mode = ?valid.injection.mode, "configuration injected");
+                publish(context, regarding, Severity::Normal, event::CONFIG_INJECTED, format!(
+                    "updated the pod template of Deployment {deployment_name} ({:?} mode, lock {})",
+                    valid.injection.mode, valid.lock
+                ))
+                .await;
+                injected.push(deployment_name);
+            }
+            Err(error) if status_code(&error) == Some(409) => {
+                failures.push(format!("Deployment {deployment_name}: another field manager owns a field the configuration sets: {error}"));
+            }
+            Err(error) if matches!(status_code(&error), Some(400 | 403 | 422)) => {
+                failures.push(format!("Deployment {deployment_name}: {error}"));
+            }
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(if failures.is_empty() {
+        ConfigOutcome::Injected(injected)
+    } else {
+        ConfigOutcome::Failed {
+            message: failures.join("; "),
+            injected,
+        }
+    })
+}
+
+async fn remove_injection(
+    deployment: &Deployment,
+    regarding: &Regarding,
+    context: &Context,
+) -> Result<()> {
+    let deployment_name = deployment.name_any();
+    let config = removal_config(deployment)?;
+    let api: Api<Deployment> = Api::namespaced(
+        context.client.clone(),
+        &deployment.namespace().unwrap_or_default(),
+    );
+    let mut params = PatchParams::apply(FIELD_MANAGER);
+    params.force = config.get("spec").is_some();
+    match api_call(
+        &context.metrics,
+        "apply_deployment",
+        api.patch(&deployment_name, &params, &Patch::Apply(&config)),
+    )
+    .await
+    {
+        Ok(_) => {
+            info!(deployment = %deployment_name, "configuration removed");
+            publish(
+                context,
+                regarding,
+                Severity::Normal,
+                event::CONFIG_REMOVED,
+                format!("restored the pod template of Deployment {deployment_name}"),
+            )
+            .await;
+            Ok(())
+        }
+        Err(error) if status_code(&error) == Some(404) => Ok(()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// Deployments in `namespace` that carry `policy`'s configuration.
+fn carriers(context: &Context, namespace: &str, policy: &str) -> Vec<Arc<Deployment>> {
+    context
+        .deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace().as_deref() == Some(namespace) && injected_by(d) == Some(policy))
+        .collect()
+}
+
+/// Re-reconciles policies refused because of a conflict, since the policy that held the
+/// claim may just have changed or gone.
+fn retry_conflicting(context: &Context, changed: &Regarding) {
+    for policy in context.policies.state() {
+        let conflicting = policy.status.as_ref().is_some_and(|s| {
+            s.conditions.iter().any(|c| {
+                c.type_ == condition::CONFIG_INJECTED && c.reason == condition_reason::LOCK_CONFLICT
+            })
+        });
+        let is_changed = policy.meta().uid.as_deref() == Some(changed.uid.as_str());
+        if conflicting && !is_changed {
+            let _ = context.retry.send(ObjectRef::from_obj(policy.as_ref()));
+        }
+    }
+}
+
+fn spec_changed(policy: &ElectionPolicy) -> bool {
+    policy.status.as_ref().and_then(|s| s.observed_generation) != policy.metadata.generation
+}
+
+fn regarding(policy: &ElectionPolicy) -> Regarding {
+    Regarding {
+        namespace: policy.namespace().unwrap_or_default(),
+        name: policy.name_any(),
+        uid: policy.uid().unwrap_or_default(),
+    }
+}
+
+fn selector_text(policy: &ElectionPolicy) -> String {
+    kube::core::Selector::try_from(policy.spec.selector.clone())
+        .map_or_else(|_| "(invalid)".into(), |s| s.to_string())
+}
+
+async fn publish(
+    context: &Context,
+    regarding: &Regarding,
+    severity: Severity,
+    reason: &'static str,
+    note: String,
+) {
+    context
+        .events
+        .publish(
+            regarding,
+            Notice {
+                severity,
+                reason,
+                action: "Inject",
+                note,
+                occurrence_id: None,
+            },
+        )
+        .await;
+}

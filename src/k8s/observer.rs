@@ -1,0 +1,630 @@
+//! The observer: one task that owns every policy's lock observation and status.
+//!
+//! It is fed by the policy controller (what each policy's configuration came to) and by the
+//! lock watches (what each lock says, and whether the watch can be trusted), and it alone
+//! decides when to write a status and which Events to publish. Keeping all of that in one
+//! task means no locks, a single writer per status, and a deadline timer per lock instead
+//! of periodic polling: staleness fires at the deadline, to the millisecond.
+
+use std::{
+    collections::{HashMap, HashSet},
+    time::Duration,
+};
+
+use futures::future::poll_fn;
+use kube::Client;
+use tokio::sync::mpsc;
+use tokio_util::time::{DelayQueue, delay_queue};
+use tracing::{debug, info};
+
+use crate::{
+    api::{ElectionPolicyStatus, LockType},
+    domain::{
+        lock_record::{LockContent, LockKey},
+        observation::{Health, LockObservation, Moment, Occurrence, Resumed},
+        reasons::{condition, condition_reason, event},
+        status::{ConfigReport, differs_for_users, render},
+    },
+    k8s::{
+        events::{EventPublisher, Notice, Regarding, Severity},
+        locks::LockLabeler,
+        status_writer::StatusWriter,
+    },
+    metrics::{Metrics, PolicyKey, PolicySnapshot},
+};
+
+/// How often a registered lock that the watch has not seen is looked for (and labelled so
+/// the watch sees it from then on).
+const ABSENT_LOCK_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+
+/// What the policy controller tells the observer after each reconcile.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub regarding: Regarding,
+    pub report: ConfigReport,
+    /// The policy's leaseDuration, used when a record does not carry its own.
+    pub fallback_lease_duration: Duration,
+    /// The status as found on the object, so a restarted operator resumes where it was.
+    pub current_status: Option<ElectionPolicyStatus>,
+}
+
+/// What the lock watches tell the observer.
+#[derive(Clone, Debug)]
+pub enum LockEvent {
+    Applied(LockKey, LockContent),
+    Deleted(LockKey),
+    /// The watch for this kind broke; it will list again.
+    Blind(LockType),
+    /// A complete list of the labelled locks of this kind.
+    Listed(LockType, Vec<(LockKey, LockContent)>),
+}
+
+#[derive(Debug)]
+enum Command {
+    Register(Box<Registration>),
+    Unregister(PolicyKey),
+    Lock(LockEvent),
+}
+
+/// Cheap to clone; sends to the observer task.
+#[derive(Clone)]
+pub struct ObserverHandle {
+    commands: mpsc::Sender<Command>,
+}
+
+impl ObserverHandle {
+    pub async fn register(&self, registration: Registration) {
+        let _ = self
+            .commands
+            .send(Command::Register(Box::new(registration)))
+            .await;
+    }
+
+    pub async fn unregister(&self, policy: PolicyKey) {
+        let _ = self.commands.send(Command::Unregister(policy)).await;
+    }
+
+    pub async fn lock_event(&self, event: LockEvent) {
+        let _ = self.commands.send(Command::Lock(event)).await;
+    }
+}
+
+struct Entry {
+    regarding: Regarding,
+    report: ConfigReport,
+    observation: Option<LockObservation>,
+    /// The status last handed to the writer (or found on the object at start).
+    written: Option<ElectionPolicyStatus>,
+    timer: Option<delay_queue::Key>,
+    observed_changes: u64,
+}
+
+pub struct Observer {
+    entries: HashMap<PolicyKey, Entry>,
+    by_lock: HashMap<LockKey, PolicyKey>,
+    locks: HashMap<LockKey, LockContent>,
+    /// Lock kinds whose watch has listed at least once: before that, a missing lock only
+    /// means "not seen yet".
+    listed: HashSet<LockType>,
+    timers: DelayQueue<PolicyKey>,
+    status: StatusWriter,
+    events: mpsc::Sender<(Regarding, Notice)>,
+    labeler: LockLabeler,
+    metrics: Metrics,
+}
+
+impl Observer {
+    /// Starts the observer task and its Event publisher; returns the handle to feed it.
+    pub fn spawn(
+        client: Client,
+        publisher: EventPublisher,
+        labeler: LockLabeler,
+        metrics: Metrics,
+    ) -> ObserverHandle {
+        let (commands, receiver) = mpsc::channel(4096);
+        let (events, event_receiver) = mpsc::channel(4096);
+        tokio::spawn(publish_events(publisher, event_receiver));
+        let observer = Observer {
+            entries: HashMap::new(),
+            by_lock: HashMap::new(),
+            locks: HashMap::new(),
+            listed: HashSet::new(),
+            timers: DelayQueue::new(),
+            status: StatusWriter::spawn(client, metrics.clone(), 4),
+            events,
+            labeler,
+            metrics,
+        };
+        tokio::spawn(observer.run(receiver));
+        ObserverHandle { commands }
+    }
+
+    async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
+        let mut probe = tokio::time::interval(ABSENT_LOCK_PROBE_INTERVAL);
+        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                command = commands.recv() => match command {
+                    None => return,
+                    Some(Command::Register(registration)) => self.register(*registration).await,
+                    Some(Command::Unregister(policy)) => self.unregister(&policy),
+                    Some(Command::Lock(event)) => self.lock_event(event).await,
+                },
+                Some(expired) = poll_fn(|cx| self.timers.poll_expired(cx)) => {
+                    let policy = expired.into_inner();
+                    self.deadline(policy).await;
+                }
+                _ = probe.tick() => self.probe_absent_locks(),
+            }
+        }
+    }
+
+    async fn register(&mut self, registration: Registration) {
+        let key = (
+            registration.regarding.namespace.clone(),
+            registration.regarding.name.clone(),
+        );
+        let watched_lock = registration
+            .report
+            .lock
+            .clone()
+            .filter(|_| registration.report.outcome.observes_lock());
+        let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
+            regarding: registration.regarding.clone(),
+            report: registration.report.clone(),
+            observation: None,
+            written: registration.current_status.clone(),
+            timer: None,
+            observed_changes: 0,
+        });
+        let previous_config = config_condition(entry.written.as_ref());
+        let previous_lock = entry.observation.as_ref().and(
+            entry
+                .report
+                .lock
+                .clone()
+                .filter(|_| entry.report.outcome.observes_lock()),
+        );
+        entry.regarding = registration.regarding.clone();
+        entry.report = registration.report.clone();
+
+        if previous_lock != watched_lock {
+            if let Some(old) = previous_lock
+                .as_ref()
+                .filter(|old| self.by_lock.get(*old) == Some(&key))
+            {
+                self.by_lock.remove(old);
+            }
+            entry.observation = None;
+            if let Some(lock) = &watched_lock {
+                self.by_lock.insert(lock.clone(), key.clone());
+                // Resume from the status only if it describes this same lock.
+                let status = registration
+                    .current_status
+                    .as_ref()
+                    .filter(|s| s.lock.as_deref() == Some(&lock.to_string()));
+                let resumed = status.map_or_else(Resumed::default, |s| Resumed {
+                    leader: s.leader.clone(),
+                    state: s.state,
+                });
+                entry.observation = Some(LockObservation::new(
+                    registration.fallback_lease_duration,
+                    resumed,
+                ));
+            }
+        }
+        if let Some(observation) = entry.observation.as_mut() {
+            observation.set_fallback_lease_duration(registration.fallback_lease_duration);
+        }
+
+        if let Some(lock) = watched_lock
+            .as_ref()
+            .filter(|lock| self.listed.contains(&lock.type_))
+        {
+            let content = self.locks.get(lock).cloned().unwrap_or(LockContent::Absent);
+            self.observe(&key, content).await;
+        }
+        let notice = self.refresh(&key);
+        if let Some(notice) = config_notice(previous_config, notice) {
+            self.emit(&key, notice).await;
+        }
+    }
+
+    fn unregister(&mut self, policy: &PolicyKey) {
+        if let Some(entry) = self.entries.remove(policy) {
+            if let Some(timer) = entry.timer {
+                self.timers.remove(&timer);
+            }
+            if let Some(lock) = entry
+                .report
+                .lock
+                .filter(|lock| self.by_lock.get(lock) == Some(policy))
+            {
+                self.by_lock.remove(&lock);
+            }
+        }
+        self.metrics.remove_policy(policy);
+    }
+
+    async fn lock_event(&mut self, event: LockEvent) {
+        match event {
+            LockEvent::Applied(lock, content) => {
+                self.locks.insert(lock.clone(), content.clone());
+                self.observe_lock(&lock, content).await;
+            }
+            LockEvent::Deleted(lock) => {
+                self.locks.remove(&lock);
+                self.observe_lock(&lock, LockContent::Absent).await;
+            }
+            LockEvent::Blind(kind) => {
+                info!(kind = ?kind, "lock watch interrupted; staleness is not judged until it lists again");
+                let affected: Vec<PolicyKey> = self
+                    .by_lock
+                    .iter()
+                    .filter(|(lock, _)| lock.type_ == kind)
+                    .map(|(_, policy)| policy.clone())
+                    .collect();
+                for policy in affected {
+                    if let Some(observation) = self
+                        .entries
+                        .get_mut(&policy)
+                        .and_then(|e| e.observation.as_mut())
+                    {
+                        observation.set_blind();
+                    }
+                    self.refresh(&policy);
+                }
+            }
+            LockEvent::Listed(kind, listed) => {
+                self.locks.retain(|lock, _| lock.type_ != kind);
+                self.locks.extend(listed);
+                self.listed.insert(kind);
+                let watched: Vec<LockKey> = self
+                    .by_lock
+                    .keys()
+                    .filter(|lock| lock.type_ == kind)
+                    .cloned()
+                    .collect();
+                for lock in watched {
+                    let content = self
+                        .locks
+                        .get(&lock)
+                        .cloned()
+                        .unwrap_or(LockContent::Absent);
+                    self.observe_lock(&lock, content).await;
+                }
+            }
+        }
+    }
+
+    async fn observe_lock(&mut self, lock: &LockKey, content: LockContent) {
+        if let Some(policy) = self.by_lock.get(lock).cloned() {
+            self.observe(&policy, content).await;
+            self.refresh(&policy);
+        }
+    }
+
+    async fn observe(&mut self, policy: &PolicyKey, content: LockContent) {
+        let Some(entry) = self.entries.get_mut(policy) else {
+            return;
+        };
+        let Some(observation) = entry.observation.as_mut() else {
+            return;
+        };
+        let occurrences = observation.observe(Moment::now(), content);
+        let renew_time = observation
+            .record()
+            .and_then(|r| r.renew_time.clone())
+            .unwrap_or_default();
+        entry.observed_changes += occurrences
+            .iter()
+            .filter(|o| matches!(o, Occurrence::LeaderChanged { .. }))
+            .count() as u64;
+        let lock = entry
+            .report
+            .lock
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        for occurrence in occurrences {
+            let notice = occurrence_notice(&occurrence, &lock, &renew_time);
+            self.emit(policy, notice).await;
+        }
+    }
+
+    async fn deadline(&mut self, policy: PolicyKey) {
+        let Some(entry) = self.entries.get_mut(&policy) else {
+            return;
+        };
+        entry.timer = None;
+        let Some(observation) = entry.observation.as_mut() else {
+            return;
+        };
+        let occurrences = observation.check_deadline(Moment::now());
+        let renew_time = observation
+            .record()
+            .and_then(|r| r.renew_time.clone())
+            .unwrap_or_default();
+        let lock = entry
+            .report
+            .lock
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        for occurrence in occurrences {
+            let notice = occurrence_notice(&occurrence, &lock, &renew_time);
+            self.emit(&policy, notice).await;
+        }
+        self.refresh(&policy);
+    }
+
+    /// Re-renders the policy's status, hands it to the writer if users would see a
+    /// difference, re-arms its deadline timer and updates its metrics. Returns the
+    /// ConfigInjected condition (reason, message) now in force.
+    fn refresh(&mut self, policy: &PolicyKey) -> Option<(String, String)> {
+        let entry = self.entries.get_mut(policy)?;
+        let waiting_for_first_look = entry
+            .observation
+            .as_ref()
+            .zip(entry.report.lock.as_ref())
+            .is_some_and(|(_, lock)| !self.listed.contains(&lock.type_));
+        let now = Moment::now();
+        let status = render(
+            &entry.report,
+            entry.observation.as_ref(),
+            entry.written.as_ref(),
+            now.wall,
+        );
+        let config = config_condition(Some(&status));
+
+        // Until the lock has been looked at, a status would only say "unknown" over what the
+        // previous operator instance wrote; keep that instead.
+        if !waiting_for_first_look
+            && entry
+                .written
+                .as_ref()
+                .is_none_or(|w| differs_for_users(w, &status))
+        {
+            self.status.write(policy.clone(), status.clone());
+            entry.written = Some(status.clone());
+        }
+
+        let deadline = entry
+            .observation
+            .as_ref()
+            .and_then(LockObservation::deadline);
+        match (deadline, entry.timer.as_ref()) {
+            (Some(at), Some(timer)) => self.timers.reset_at(timer, at.into()),
+            (Some(at), None) => {
+                entry.timer = Some(self.timers.insert_at(policy.clone(), at.into()))
+            }
+            (None, Some(timer)) => {
+                self.timers.remove(timer);
+                entry.timer = None;
+            }
+            (None, None) => {}
+        }
+
+        let observation = entry.observation.as_ref();
+        self.metrics.set_policy(
+            policy.clone(),
+            PolicySnapshot {
+                leader: status.leader.clone(),
+                lock: status.lock.clone().unwrap_or_default(),
+                state: status.state,
+                last_change: observation
+                    .and_then(LockObservation::last_change)
+                    .map(|m| m.monotonic),
+                deadline,
+                recorded_transitions: observation
+                    .and_then(LockObservation::record)
+                    .map(|r| r.leader_transitions),
+                observed_changes: entry.observed_changes,
+                renewal_interval: observation.and_then(|o| o.stats().last_interval),
+            },
+        );
+        config
+    }
+
+    /// Labels registered locks the watch has not seen, so it sees them from now on.
+    fn probe_absent_locks(&self) {
+        for (lock, policy) in &self.by_lock {
+            let seen = self.locks.contains_key(lock);
+            let healthy_unseen = self
+                .entries
+                .get(policy)
+                .and_then(|e| e.observation.as_ref())
+                .map(LockObservation::health);
+            if !seen
+                && self.listed.contains(&lock.type_)
+                && !matches!(healthy_unseen, Some(Health::Malformed(_)))
+            {
+                self.labeler.label_in_background(lock.clone());
+            }
+        }
+    }
+
+    async fn emit(&self, policy: &PolicyKey, notice: Notice) {
+        if let Some(entry) = self.entries.get(policy) {
+            debug!(namespace = %policy.0, policy = %policy.1, reason = notice.reason, note = %notice.note, "event");
+            let _ = self.events.send((entry.regarding.clone(), notice)).await;
+        }
+    }
+}
+
+/// Publishes Events in order, off the observer's path.
+async fn publish_events(
+    publisher: EventPublisher,
+    mut events: mpsc::Receiver<(Regarding, Notice)>,
+) {
+    while let Some((regarding, notice)) = events.recv().await {
+        publisher.publish(&regarding, notice).await;
+    }
+}
+
+fn config_condition(status: Option<&ElectionPolicyStatus>) -> Option<(String, String)> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::CONFIG_INJECTED)
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
+
+/// The Event for a change of the ConfigInjected condition, when the new one is a problem.
+/// Compared with what the status already said, so an operator restart does not repeat it.
+fn config_notice(
+    previous: Option<(String, String)>,
+    current: Option<(String, String)>,
+) -> Option<Notice> {
+    let (reason, message) = current?;
+    if previous.as_ref() == Some(&(reason.clone(), message.clone())) {
+        return None;
+    }
+    let event_reason = match reason.as_str() {
+        condition_reason::INVALID_POLICY => event::INVALID_POLICY,
+        condition_reason::LOCK_CONFLICT => event::LOCK_CONFLICT,
+        condition_reason::TARGET_NOT_FOUND => event::TARGET_NOT_FOUND,
+        condition_reason::INJECTION_FAILED => event::INJECTION_FAILED,
+        _ => return None,
+    };
+    Some(Notice {
+        severity: Severity::Warning,
+        reason: event_reason,
+        action: "Reconcile",
+        note: message,
+        occurrence_id: None,
+    })
+}
+
+/// The Event for something observed on a lock. Transitions and staleness carry an
+/// occurrence id, which makes their publication idempotent across restarts.
+fn occurrence_notice(occurrence: &Occurrence, lock: &str, renew_time: &str) -> Notice {
+    let normal = |reason, note: String, id: String| Notice {
+        severity: Severity::Normal,
+        reason,
+        action: "Observe",
+        note,
+        occurrence_id: Some(id),
+    };
+    match occurrence {
+        Occurrence::LeaderElected {
+            holder,
+            acquire_time,
+        } => normal(
+            event::LEADER_ELECTED,
+            format!("{holder} acquired {lock}"),
+            format!(
+                "elected\n{holder}\n{}",
+                acquire_time.as_deref().unwrap_or_default()
+            ),
+        ),
+        Occurrence::LeaderChanged {
+            from,
+            to,
+            acquire_time,
+        } => normal(
+            event::LEADER_CHANGED,
+            format!("{from} -> {to} ({lock})"),
+            format!(
+                "changed\n{from}\n{to}\n{}",
+                acquire_time.as_deref().unwrap_or_default()
+            ),
+        ),
+        Occurrence::LeaseStale {
+            holder,
+            last_renewal,
+            lease_duration,
+        } => Notice {
+            severity: Severity::Warning,
+            reason: event::LEASE_STALE,
+            action: "Observe",
+            note: format!(
+                "{holder} has not renewed {lock} since {} (no change observed for leaseDuration {})",
+                last_renewal
+                    .round(jiff::Unit::Millisecond)
+                    .unwrap_or(*last_renewal),
+                humantime(*lease_duration)
+            ),
+            occurrence_id: Some(format!("stale\n{holder}\n{renew_time}")),
+        },
+        Occurrence::LeaseRecovered {
+            holder,
+            stale_since,
+        } => normal(
+            event::LEASE_RECOVERED,
+            format!(
+                "{holder} renews {lock} again (stale since {})",
+                stale_since
+                    .round(jiff::Unit::Millisecond)
+                    .unwrap_or(*stale_since)
+            ),
+            format!("recovered\n{holder}\n{renew_time}"),
+        ),
+        Occurrence::MalformedRecord { reason } => Notice {
+            severity: Severity::Warning,
+            reason: event::MALFORMED_LOCK_RECORD,
+            action: "Observe",
+            note: format!("{lock}: {reason}"),
+            occurrence_id: None,
+        },
+    }
+}
+
+fn humantime(duration: Duration) -> String {
+    let millis = duration.as_millis();
+    if millis.is_multiple_of(1000) {
+        format!("{}s", millis / 1000)
+    } else {
+        format!("{millis}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transitions_name_both_holders_and_have_stable_ids() {
+        let changed = Occurrence::LeaderChanged {
+            from: "a".into(),
+            to: "b".into(),
+            acquire_time: Some("t1".into()),
+        };
+        let first = occurrence_notice(&changed, "leases/ns/l", "r1");
+        let again = occurrence_notice(&changed, "leases/ns/l", "r2");
+        assert_eq!(first.reason, "LeaderChanged");
+        assert_eq!(first.note, "a -> b (leases/ns/l)");
+        assert_eq!(
+            first.occurrence_id, again.occurrence_id,
+            "the same transition is the same Event"
+        );
+    }
+
+    #[test]
+    fn stale_events_say_since_when() {
+        let stale = Occurrence::LeaseStale {
+            holder: "a".into(),
+            last_renewal: "2026-11-23T10:00:00Z".parse().unwrap(),
+            lease_duration: Duration::from_secs(15),
+        };
+        let notice = occurrence_notice(&stale, "leases/ns/l", "r1");
+        assert_eq!(notice.severity, Severity::Warning);
+        assert!(
+            notice.note.contains("since 2026-11-23T10:00:00Z"),
+            "{}",
+            notice.note
+        );
+        assert!(notice.note.contains("leaseDuration 15s"), "{}", notice.note);
+    }
+
+    #[test]
+    fn config_events_fire_on_change_only() {
+        let invalid = Some(("InvalidPolicy".to_string(), "bad".to_string()));
+        assert_eq!(
+            config_notice(None, invalid.clone()).unwrap().reason,
+            "InvalidPolicy"
+        );
+        assert!(config_notice(invalid.clone(), invalid).is_none());
+        assert!(config_notice(None, Some(("Injected".into(), "ok".into()))).is_none());
+    }
+}

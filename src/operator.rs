@@ -1,0 +1,157 @@
+//! Assembles the running operator from its parts: the lock watches, the observer, the
+//! policy controller and, with --leader-elect, the election that decides which replica
+//! runs them.
+
+use std::time::Duration;
+
+use kube::{Api, Client, api::ListParams};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::{
+    Error, Result,
+    api::{ElectionPolicy, LockType},
+    domain::{
+        leadership::Elector,
+        validation::{PolicyOptions, Timings},
+    },
+    http::Readiness,
+    k8s::{
+        controller,
+        events::EventPublisher,
+        leader_election::{self, LeaseLocation},
+        locks::{LockLabeler, watch_locks},
+        observer::Observer,
+        status_code,
+    },
+    metrics::Metrics,
+};
+
+/// How the operator runs, from flags.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub options: PolicyOptions,
+    pub concurrency: u16,
+    /// This process's name in Events and in the leader-election Lease.
+    pub identity: String,
+    /// `Some` with --leader-elect.
+    pub election: Option<(LeaseLocation, Timings)>,
+}
+
+/// Waits until the API server answers and the CRD is installed. A missing CRD is an error
+/// worth stopping for, with instructions; an unreachable API server is waited for.
+pub async fn check_crd(client: &Client) -> Result<()> {
+    let api: Api<ElectionPolicy> = Api::all(client.clone());
+    let mut delay = Duration::from_millis(500);
+    loop {
+        match api.list_metadata(&ListParams::default().limit(1)).await {
+            Ok(_) => return Ok(()),
+            Err(error) if status_code(&error) == Some(404) => {
+                return Err(Error::CrdNotInstalled(error));
+            }
+            Err(error) => {
+                warn!(%error, retry_in = ?delay, "cannot list ElectionPolicies yet");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Runs until `shutdown` becomes true (returns Ok) or leadership is lost (returns Err).
+pub async fn run(
+    client: Client,
+    settings: Settings,
+    metrics: Metrics,
+    readiness: Readiness,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<()> {
+    let mut lost_leadership = None;
+    if let Some((location, timings)) = settings.election.clone() {
+        let (leading, mut leading_changes) = watch::channel(false);
+        readiness.set(true);
+        tokio::spawn(leader_election::run(
+            client.clone(),
+            location,
+            Elector::new(settings.identity.clone(), timings),
+            leading,
+            metrics.clone(),
+            shutdown.clone(),
+        ));
+        let mut waiting = shutdown.clone();
+        tokio::select! {
+            _ = leading_changes.wait_for(|leading| *leading) => {}
+            _ = waiting.wait_for(|stop| *stop) => return Ok(()),
+        }
+        readiness.set(false);
+        lost_leadership = Some(async move {
+            let _ = leading_changes.wait_for(|leading| !*leading).await;
+        });
+    }
+
+    let labeler = LockLabeler::new(client.clone(), metrics.clone());
+    let publisher = EventPublisher::new(client.clone(), settings.identity.clone(), metrics.clone());
+    let observer = Observer::spawn(
+        client.clone(),
+        publisher.clone(),
+        labeler.clone(),
+        metrics.clone(),
+    );
+    let mut kinds = vec![LockType::Lease];
+    if settings.options.legacy_locks {
+        kinds.extend([LockType::Endpoints, LockType::ConfigMap]);
+    }
+    let watches: Vec<_> = kinds
+        .into_iter()
+        .map(|kind| {
+            tokio::spawn(watch_locks(
+                client.clone(),
+                kind,
+                observer.clone(),
+                metrics.clone(),
+            ))
+        })
+        .collect();
+
+    let stopping = tokio_util::sync::CancellationToken::new();
+    {
+        let (stopping, mut stop) = (stopping.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            let _ = stop.wait_for(|stop| *stop).await;
+            stopping.cancel();
+        });
+    }
+    let ready = readiness.clone();
+    let parts = controller::Parts {
+        client,
+        options: settings.options,
+        observer,
+        events: publisher,
+        labeler,
+        metrics,
+        concurrency: settings.concurrency,
+    };
+    let controller = controller::run(
+        parts,
+        move || {
+            info!("caches synced; reconciling");
+            ready.set(true);
+        },
+        stopping,
+    );
+    let result = match lost_leadership {
+        None => {
+            controller.await;
+            Ok(())
+        }
+        Some(lost) => tokio::select! {
+            _ = controller => Ok(()),
+            _ = lost => {
+                error!("leadership lost; stopping so that only the new leader writes");
+                Err(anyhow::anyhow!("leadership lost"))
+            }
+        },
+    };
+    watches.iter().for_each(|w| w.abort());
+    result
+}
