@@ -1,1 +1,304 @@
-//! Helpers for the e2e tests.
+//! Helpers for the end-to-end tests, which run against the real local control plane
+//! started by `e2e/cluster up` (see e2e/run-tests).
+//!
+//! Everything waits on a condition with a deadline ([`wait_for`]); nothing sleeps for a
+//! fixed time hoping something happened meanwhile.
+
+use std::{
+    future::Future,
+    io::{BufRead, BufReader},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use kube::{Client, Config, config::KubeConfigOptions};
+use serde_json::Value;
+
+/// The repository root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
+}
+
+/// The admin kubeconfig written by `e2e/cluster up`.
+pub fn kubeconfig() -> PathBuf {
+    let path = repo_root().join("e2e/.cluster/kubeconfig");
+    assert!(path.exists(), "{} is missing: start the control plane with `e2e/cluster up` (make test does)", path.display());
+    path
+}
+
+/// A client for the local control plane, as its administrator.
+pub async fn admin_client() -> Client {
+    client_for(&kubeconfig()).await
+}
+
+pub async fn client_for(kubeconfig: &Path) -> Client {
+    let config = kube::config::Kubeconfig::read_from(kubeconfig).expect("readable kubeconfig");
+    let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await.expect("usable kubeconfig");
+    Client::try_from(config).expect("client")
+}
+
+/// Polls `check` every 100 ms until it returns `Some`, or panics naming `what` once
+/// `timeout` has passed.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Runs kubectl against the local control plane; `stdin` is piped in when given.
+pub fn kubectl(args: &[&str], stdin: Option<&str>) -> Output {
+    kubectl_as(&kubeconfig(), args, stdin)
+}
+
+pub fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new("kubectl")
+        .args(args)
+        .env("KUBECONFIG", kubeconfig)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl is installed");
+    if let Some(input) = stdin {
+        use std::io::Write;
+        child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("write to kubectl");
+    }
+    child.wait_with_output().expect("kubectl runs")
+}
+
+/// kubectl that must succeed; returns stdout.
+pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
+    let output = kubectl(args, stdin);
+    assert!(output.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A namespace for one test, deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub fn new(prefix: &str) -> Self {
+        let suffix = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+        let name = format!("{prefix}-{suffix:x}");
+        kubectl_ok(&["create", "namespace", &name], None);
+        TestNamespace { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
+    }
+}
+
+/// Which build of the elector to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElectorBuild {
+    /// client-go v0.37: Lease locks.
+    Current,
+    /// client-go v0.23: Endpoints and ConfigMap annotation locks too.
+    Legacy,
+}
+
+/// A running elector process (e2e/bin/elector): a real client-go leader-election program.
+pub struct Elector {
+    pub identity: String,
+    child: Child,
+    lines: Arc<Mutex<Vec<Value>>>,
+}
+
+impl Elector {
+    /// Starts an elector with `env` (LEADER_ELECTION_* variables) and `args` (flags).
+    pub fn spawn(build: ElectorBuild, identity: &str, env: &[(String, String)], args: &[String]) -> Self {
+        let program = match build {
+            ElectorBuild::Current => "e2e/bin/elector",
+            ElectorBuild::Legacy => "e2e/bin/elector-legacy",
+        };
+        let mut child = Command::new(repo_root().join(program))
+            .args(args)
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .env("LEADER_ELECTION_IDENTITY", identity)
+            .env("KUBECONFIG", kubeconfig())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("e2e/bin/elector starts");
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let stdout = child.stdout.take().expect("piped");
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(value) = serde_json::from_str::<Value>(&line) {
+                    sink.lock().unwrap().push(value);
+                }
+            }
+        });
+        Elector { identity: identity.to_string(), child, lines }
+    }
+
+    /// The transition lines printed so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    pub fn has_event(&self, event: &str) -> bool {
+        self.events().iter().any(|e| e["event"] == event)
+    }
+
+    /// Waits for a line with `"event": event` and returns it.
+    pub async fn wait_event(&self, event: &str, timeout: Duration) -> Value {
+        wait_for(&format!("{} to print {event}", self.identity), timeout, || async {
+            self.events().into_iter().find(|e| e["event"] == event)
+        })
+        .await
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().expect("kill runs");
+        assert!(status.success(), "kill -{signal} {}", self.pid());
+    }
+
+    /// SIGKILL, and wait until the process is gone.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Elector {
+    fn drop(&mut self) {
+        // A stopped process does not die of SIGKILL until continued on some kernels' views
+        // of it; continue first so the wait below cannot hang.
+        let _ = Command::new("kill").args(["-CONT", &self.pid().to_string()]).status();
+        self.kill();
+    }
+}
+
+/// The injected environment of a Deployment's first container, as `(name, value)` pairs,
+/// ready to hand to an elector. Variables from the downward API are left out: the
+/// identity is given explicitly.
+pub fn injected_env(deployment: &Value, container: usize) -> Vec<(String, String)> {
+    deployment["spec"]["template"]["spec"]["containers"][container]["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
+        .collect()
+}
+
+/// A running election-operator process, killed when dropped.
+pub struct Operator {
+    child: Child,
+    pub metrics_port: u16,
+    pub probe_port: u16,
+    pub log: PathBuf,
+}
+
+impl Operator {
+    /// Starts target/debug/election-operator (built by `make test`) with `args`, talking to
+    /// the cluster through `kubeconfig`.
+    pub fn start_with(kubeconfig: &Path, args: &[&str]) -> Self {
+        let binary = repo_root().join("target/debug/election-operator");
+        assert!(binary.exists(), "{} is missing: run `cargo build` first (make test does)", binary.display());
+        let metrics_port = free_port();
+        let probe_port = free_port();
+        let logs = repo_root().join("e2e/.cluster/logs");
+        std::fs::create_dir_all(&logs).unwrap();
+        let log = logs.join(format!("operator-{}-{metrics_port}.log", std::process::id()));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = Command::new(binary)
+            .args(["--metrics-bind-address", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--health-probe-bind-address", &format!("127.0.0.1:{probe_port}")])
+            .args(args)
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info,election_operator=debug")
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("election-operator starts");
+        Operator { child, metrics_port, probe_port, log }
+    }
+
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with(&kubeconfig(), args)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until /readyz answers 200.
+    pub async fn wait_ready(&self, timeout: Duration) {
+        wait_for("the operator to be ready", timeout, || async { http_get(self.probe_port, "/readyz").await.filter(|b| b == "ok") }).await;
+    }
+
+    pub async fn metrics(&self) -> String {
+        http_get(self.metrics_port, "/metrics").await.unwrap_or_default()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status();
+    }
+
+    /// Waits for the process to exit, up to `timeout`.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        wait_for("the operator to exit", timeout, || {
+            let status = self.child.try_wait().ok().flatten();
+            async move { status }
+        })
+        .await
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A port free on loopback right now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// GETs a path on loopback; `Some(body)` only for a 200.
+pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let (head, body) = response.split_once("\r\n\r\n")?;
+    head.starts_with("HTTP/1.0 200").then(|| body.to_string()).or_else(|| head.starts_with("HTTP/1.1 200").then(|| body.to_string()))
+}
+
+/// The value of one sample in Prometheus text, by its exact series (`name{labels}`).
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
