@@ -6,7 +6,7 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Client, Resource, ResourceExt,
@@ -85,22 +85,29 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         metrics,
         concurrency,
     } = parts;
+    // Ready once both caches have listed. (Not Store::wait_until_ready: kube-runtime wakes
+    // only one of several waiters, and the controller is already one.)
+    let synced = Arc::new(SyncLatch::new(2, ready));
     let policy_api: Api<ElectionPolicy> = Api::all(client.clone());
     let (policies, policy_writer) = reflector::store();
+    let policy_synced = synced.clone();
     let policy_stream = reflector::reflector(
         policy_writer,
-        watcher(policy_api, watcher::Config::default()),
+        watcher(policy_api, watcher::Config::default())
+            .inspect_ok(move |event| policy_synced.listed(event))
+            .backoff(WatchBackoff::new()),
     )
-    .backoff(WatchBackoff::new())
     .applied_objects();
 
     let deployment_api: Api<Deployment> = Api::all(client.clone());
     let (deployments, deployment_writer) = reflector::store();
+    let deployment_synced = synced.clone();
     let deployment_stream = reflector::reflector(
         deployment_writer,
         watcher(deployment_api, watcher::Config::default())
             // Managed fields are most of a Deployment's size and of no use here.
             .modify(|d| d.managed_fields_mut().clear())
+            .inspect_ok(move |event| deployment_synced.listed(event))
             .backoff(WatchBackoff::new()),
     )
     .touched_objects();
@@ -118,15 +125,6 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         retry,
     });
 
-    {
-        let (policies, deployments) = (policies.clone(), deployments.clone());
-        tokio::spawn(async move {
-            let _ = policies.wait_until_ready().await;
-            let _ = deployments.wait_until_ready().await;
-            ready();
-        });
-    }
-
     let mapper_policies = policies.clone();
     Controller::for_stream(policy_stream, policies)
         .watches_stream(deployment_stream, move |deployment| {
@@ -138,6 +136,30 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// Calls its callback once every one of `count` watches has completed its first list.
+struct SyncLatch {
+    remaining: std::sync::Mutex<(usize, Option<Box<dyn FnOnce() + Send>>)>,
+}
+
+impl SyncLatch {
+    fn new(count: usize, ready: impl FnOnce() + Send + 'static) -> Self {
+        SyncLatch { remaining: std::sync::Mutex::new((count, Some(Box::new(ready)))) }
+    }
+
+    fn listed<K>(&self, event: &watcher::Event<K>) {
+        if !matches!(event, watcher::Event::InitDone) {
+            return;
+        }
+        let mut remaining = self.remaining.lock().unwrap_or_else(|e| e.into_inner());
+        remaining.0 = remaining.0.saturating_sub(1);
+        if remaining.0 == 0
+            && let Some(ready) = remaining.1.take()
+        {
+            ready();
+        }
+    }
 }
 
 fn tokio_stream_from<T: Send + 'static>(
