@@ -45,6 +45,7 @@ type settings struct {
 	RetryPeriod     time.Duration `json:"-"`
 	Identity        string        `json:"identity"`
 	ReleaseOnCancel bool          `json:"releaseOnCancel"`
+	ClockSkew       time.Duration `json:"-"`
 }
 
 func main() {
@@ -57,7 +58,7 @@ func main() {
 		"leaderElect": s.LeaderElect, "lockType": s.LockType, "lockName": s.LockName,
 		"lockNamespace": s.LockNamespace, "identity": s.Identity,
 		"leaseDuration": s.LeaseDuration.String(), "renewDeadline": s.RenewDeadline.String(),
-		"retryPeriod": s.RetryPeriod.String(),
+		"retryPeriod": s.RetryPeriod.String(), "clockSkew": s.ClockSkew.String(),
 	})
 
 	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -82,6 +83,9 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "elector: error creating lock:", err)
 		os.Exit(2)
+	}
+	if s.ClockSkew != 0 {
+		lock = &skewedLock{Interface: lock, skew: s.ClockSkew}
 	}
 	lockName := s.LockType + "/" + s.LockNamespace + "/" + s.LockName
 
@@ -158,6 +162,7 @@ func parseSettings(args []string) (settings, string, error) {
 	fs.DurationVar(&s.RetryPeriod, "leader-elect-retry-period", s.RetryPeriod, "retry period")
 	fs.StringVar(&s.Identity, "identity", s.Identity, "holder identity (default $LEADER_ELECTION_IDENTITY, else hostname_random)")
 	fs.BoolVar(&s.ReleaseOnCancel, "release-on-cancel", s.ReleaseOnCancel, "release the lock on SIGTERM/SIGINT")
+	fs.DurationVar(&s.ClockSkew, "clock-skew", 0, "write times as a holder whose clock is off by this much (tests)")
 	if err := fs.Parse(args); err != nil {
 		return s, "", err
 	}
@@ -176,6 +181,40 @@ func parseSettings(args []string) (settings, string, error) {
 		s.Identity = host + "_" + hex.EncodeToString(suffix)
 	}
 	return s, *kubeconfig, nil
+}
+
+// skewedLock makes this process look, to everyone reading the lock, like a holder whose
+// clock is off by skew: the times it writes are shifted, and shifted back when read, so
+// client-go's own logic (which judges expiry by observed change on its local clock, not by
+// these times) runs unchanged.
+type skewedLock struct {
+	resourcelock.Interface
+	skew time.Duration
+}
+
+func (l *skewedLock) Get(ctx context.Context) (*resourcelock.LeaderElectionRecord, []byte, error) {
+	record, raw, err := l.Interface.Get(ctx)
+	if record != nil {
+		shifted := *record
+		shifted.AcquireTime.Time = shifted.AcquireTime.Add(-l.skew)
+		shifted.RenewTime.Time = shifted.RenewTime.Add(-l.skew)
+		record = &shifted
+	}
+	return record, raw, err
+}
+
+func (l *skewedLock) Create(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
+	return l.Interface.Create(ctx, l.shift(ler))
+}
+
+func (l *skewedLock) Update(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
+	return l.Interface.Update(ctx, l.shift(ler))
+}
+
+func (l *skewedLock) shift(ler resourcelock.LeaderElectionRecord) resourcelock.LeaderElectionRecord {
+	ler.AcquireTime.Time = ler.AcquireTime.Add(l.skew)
+	ler.RenewTime.Time = ler.RenewTime.Add(l.skew)
+	return ler
 }
 
 func emit(event string, fields map[string]any) {

@@ -145,7 +145,9 @@ struct SyncLatch {
 
 impl SyncLatch {
     fn new(count: usize, ready: impl FnOnce() + Send + 'static) -> Self {
-        SyncLatch { remaining: std::sync::Mutex::new((count, Some(Box::new(ready)))) }
+        SyncLatch {
+            remaining: std::sync::Mutex::new((count, Some(Box::new(ready)))),
+        }
     }
 
     fn listed<K>(&self, event: &watcher::Event<K>) {

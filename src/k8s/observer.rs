@@ -34,8 +34,10 @@ use crate::{
 };
 
 /// How often a registered lock that the watch has not seen is looked for (and labelled so
-/// the watch sees it from then on).
-const ABSENT_LOCK_PROBE_INTERVAL: Duration = Duration::from_secs(2);
+/// the watch sees it from then on). A lock is absent only between a policy's creation and
+/// its app's first start, and each probe is one small PATCH answered 404, so probing often
+/// is cheap; it bounds how late the first leader of a new lock is reported.
+const ABSENT_LOCK_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 /// What the policy controller tells the observer after each reconcile.
 #[derive(Clone, Debug)]
