@@ -138,9 +138,11 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         .await;
 }
 
+type ReadyCallback = Box<dyn FnOnce() + Send>;
+
 /// Calls its callback once every one of `count` watches has completed its first list.
 struct SyncLatch {
-    remaining: std::sync::Mutex<(usize, Option<Box<dyn FnOnce() + Send>>)>,
+    remaining: std::sync::Mutex<(usize, Option<ReadyCallback>)>,
 }
 
 impl SyncLatch {
