@@ -18,13 +18,6 @@ pub enum Error {
     #[error("Kubernetes API error: {0}")]
     Kube(#[source] kube::Error),
 
-    #[error("could not serialize {what}: {source}")]
-    Serialize {
-        what: &'static str,
-        #[source]
-        source: serde_json::Error,
-    },
-
     #[error(
         "the ElectionPolicy CRD is not installed: {0}; apply crds/electionpolicies.election.dev.yaml (or install the Helm chart) first"
     )]
@@ -35,9 +28,6 @@ pub enum Error {
 
     #[error("object has no {0}")]
     MissingField(&'static str),
-
-    #[error("finalizer: {0}")]
-    Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
 }
 
 impl From<kube::Error> for Error {
@@ -51,15 +41,9 @@ impl Error {
     pub fn metric_label(&self) -> &'static str {
         match self {
             Error::Kube(_) => "kube",
-            Error::Serialize { .. } => "serialize",
             Error::CrdNotInstalled(_) => "crd_not_installed",
             Error::Injection(_) => "injection",
             Error::MissingField(_) => "missing_field",
-            Error::Finalizer(inner) => match inner.as_ref() {
-                kube::runtime::finalizer::Error::ApplyFailed(e)
-                | kube::runtime::finalizer::Error::CleanupFailed(e) => e.metric_label(),
-                _ => "finalizer",
-            },
         }
     }
 }

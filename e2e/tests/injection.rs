@@ -320,6 +320,12 @@ async fn timings_edits_new_matches_and_lost_matches_are_followed_without_needles
             .items
             .len()
     };
+    // The previous change's rollout must be complete before counting.
+    wait_for("the deployment controller to catch up", SETTLE, || async {
+        let d = get_deployment(&client, &ns.name, "web").await;
+        (d["status"]["observedGeneration"] == d["metadata"]["generation"]).then_some(())
+    })
+    .await;
     let rollouts_before = rollouts().await;
     let template_before = template(&get_deployment(&client, &ns.name, "web").await);
     let counter = |text: &str, series: &str| sample(text, series).unwrap_or(0.0);

@@ -15,14 +15,13 @@ use kube::{
     runtime::{
         Controller, WatchStreamExt,
         controller::{self, Action},
-        finalizer::{Event as Finalizer, finalizer},
         reflector::{self, ObjectRef, Store},
         watcher::{self, watcher},
     },
 };
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{Instrument, field, info, info_span, warn};
+use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     Error, Result,
@@ -91,13 +90,19 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     let policy_api: Api<ElectionPolicy> = Api::all(client.clone());
     let (policies, policy_writer) = reflector::store();
     let policy_synced = synced.clone();
+    let (gone, gone_policies) = mpsc::unbounded_channel();
+    let mut listing = Vec::new();
     let policy_stream = reflector::reflector(
         policy_writer,
         watcher(policy_api, watcher::Config::default())
-            .inspect_ok(move |event| policy_synced.listed(event))
+            .inspect_ok(move |event| {
+                policy_synced.listed(event);
+                track_deletions(event, &mut listing, &gone);
+            })
             .backoff(WatchBackoff::new()),
     )
     .applied_objects();
+    tokio::spawn(forget_deleted_policies(gone_policies, observer.clone()));
 
     let deployment_api: Api<Deployment> = Api::all(client.clone());
     let (deployments, deployment_writer) = reflector::store();
@@ -136,6 +141,47 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// What the watch says about policies that no longer exist.
+enum Gone {
+    Deleted(ElectionPolicy),
+    /// After a (re)list: only these exist; any other is gone.
+    OnlyThese(Vec<(String, String)>),
+}
+
+fn track_deletions(
+    event: &watcher::Event<ElectionPolicy>,
+    listing: &mut Vec<(String, String)>,
+    gone: &mpsc::UnboundedSender<Gone>,
+) {
+    let key = |p: &ElectionPolicy| (p.namespace().unwrap_or_default(), p.name_any());
+    match event {
+        watcher::Event::Delete(policy) => drop(gone.send(Gone::Deleted(policy.clone()))),
+        watcher::Event::Init => listing.clear(),
+        watcher::Event::InitApply(policy) => listing.push(key(policy)),
+        watcher::Event::InitDone => drop(gone.send(Gone::OnlyThese(std::mem::take(listing)))),
+        watcher::Event::Apply(_) => {}
+    }
+}
+
+/// Policies with a finalizer are cleaned up by reconcile before they go; the others (which
+/// injected nothing) just vanish from the watch. The observer forgets them (and takes the
+/// label off a lock nobody watches any more).
+async fn forget_deleted_policies(
+    mut gone: mpsc::UnboundedReceiver<Gone>,
+    observer: ObserverHandle,
+) {
+    while let Some(event) = gone.recv().await {
+        match event {
+            Gone::Deleted(policy) => {
+                observer
+                    .unregister((policy.namespace().unwrap_or_default(), policy.name_any()))
+                    .await
+            }
+            Gone::OnlyThese(existing) => observer.retain(existing).await,
+        }
+    }
 }
 
 type ReadyCallback = Box<dyn FnOnce() + Send>;
@@ -198,23 +244,79 @@ async fn reconcile(policy: Arc<ElectionPolicy>, context: Arc<Context>) -> Result
     let namespace = policy
         .namespace()
         .ok_or(Error::MissingField("metadata.namespace"))?;
-    let span = info_span!("reconcile", namespace = %namespace, policy = %policy.name_any(), outcome = field::Empty);
+    let span = info_span!("reconcile", namespace = %namespace, policy = %policy.name_any());
     let started = std::time::Instant::now();
-    let api: Api<ElectionPolicy> = Api::namespaced(context.client.clone(), &namespace);
-    let result = finalizer(&api, FINALIZER, policy, |event| async {
-        match event {
-            Finalizer::Apply(policy) => apply(&policy, &context).await,
-            Finalizer::Cleanup(policy) => cleanup(&policy, &context).await,
-        }
-    })
-    .instrument(span)
-    .await
-    .map_err(|e| Error::Finalizer(Box::new(e)));
+    let result = reconcile_policy(&policy, &context, &namespace)
+        .instrument(span)
+        .await;
     context.metrics.reconciled(
         started.elapsed(),
         result.as_ref().err().map(Error::metric_label),
     );
     result
+}
+
+/// The finalizer is held exactly while the policy may have configuration in Deployments:
+/// it is added before anything is injected and removed once everything is taken out. An
+/// observe-only policy (injection.mode None) holds none, so deleting it never waits for the
+/// operator (the chart's own policy goes with `helm uninstall`, operator and all).
+async fn reconcile_policy(
+    policy: &ElectionPolicy,
+    context: &Context,
+    namespace: &str,
+) -> Result<Action> {
+    let api: Api<ElectionPolicy> = Api::namespaced(context.client.clone(), namespace);
+    let held = policy.finalizers().iter().any(|f| f == FINALIZER);
+    if policy.metadata.deletion_timestamp.is_some() {
+        if held {
+            cleanup(policy, context).await?;
+            set_finalizer(&api, policy, false, &context.metrics).await?;
+        }
+        return Ok(Action::await_change());
+    }
+    let injects = policy.spec.injection.mode != InjectionMode::None;
+    if injects && !held {
+        set_finalizer(&api, policy, true, &context.metrics).await?;
+    }
+    let action = apply(policy, context).await?;
+    if !injects && held {
+        // apply() has just taken the configuration out of every Deployment.
+        set_finalizer(&api, policy, false, &context.metrics).await?;
+    }
+    Ok(action)
+}
+
+/// Adds or removes [`FINALIZER`], conditional on the resourceVersion read: a concurrent
+/// change makes this fail with 409 and the reconcile retry, rather than lose it.
+async fn set_finalizer(
+    api: &Api<ElectionPolicy>,
+    policy: &ElectionPolicy,
+    present: bool,
+    metrics: &Metrics,
+) -> Result<()> {
+    let mut finalizers: Vec<String> = policy
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .cloned()
+        .collect();
+    if present {
+        finalizers.push(FINALIZER.into());
+    }
+    let patch = serde_json::json!({
+        "metadata": { "resourceVersion": policy.resource_version(), "finalizers": finalizers }
+    });
+    api_call(
+        metrics,
+        "patch_policy_finalizer",
+        api.patch(
+            &policy.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        ),
+    )
+    .await?;
+    Ok(())
 }
 
 fn error_policy(policy: Arc<ElectionPolicy>, error: &Error, _context: Arc<Context>) -> Action {
@@ -286,12 +388,6 @@ async fn cleanup(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     let regarding = regarding(policy);
     for deployment in carriers(context, &namespace, &name) {
         remove_injection(&deployment, &regarding, context).await?;
-    }
-    if let Ok(valid) = validate(&namespace, &policy.spec, context.options) {
-        // Only the policy that won the lock labelled it.
-        if conflict(policy, &valid, context).is_none() {
-            context.labeler.unlabel(&valid.lock).await?;
-        }
     }
     context.observer.unregister((namespace, name.clone())).await;
     retry_conflicting(context, &regarding);

@@ -186,6 +186,17 @@ impl LockLabeler {
             .map(|_| ())
     }
 
+    /// Removes the label without waiting (a lock left labelled costs watch traffic, nothing
+    /// more, so a failure is only logged).
+    pub fn unlabel_in_background(&self, lock: LockKey) {
+        let labeler = self.clone();
+        tokio::spawn(async move {
+            if let Err(error) = labeler.unlabel(&lock).await {
+                warn!(%lock, %error, "could not remove the label from a lock no policy watches");
+            }
+        });
+    }
+
     /// Tries to label the lock without waiting; skipped when enough probes are in flight.
     pub fn label_in_background(&self, lock: LockKey) {
         let Ok(permit) = self.probes.clone().try_acquire_owned() else {

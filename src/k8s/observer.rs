@@ -65,6 +65,8 @@ pub enum LockEvent {
 enum Command {
     Register(Box<Registration>),
     Unregister(PolicyKey),
+    /// Forget every policy not in this list (after the policy watch listed again).
+    Retain(Vec<PolicyKey>),
     Lock(LockEvent),
 }
 
@@ -84,6 +86,10 @@ impl ObserverHandle {
 
     pub async fn unregister(&self, policy: PolicyKey) {
         let _ = self.commands.send(Command::Unregister(policy)).await;
+    }
+
+    pub async fn retain(&self, policies: Vec<PolicyKey>) {
+        let _ = self.commands.send(Command::Retain(policies)).await;
     }
 
     pub async fn lock_event(&self, event: LockEvent) {
@@ -150,6 +156,11 @@ impl Observer {
                     None => return,
                     Some(Command::Register(registration)) => self.register(*registration).await,
                     Some(Command::Unregister(policy)) => self.unregister(&policy),
+                    Some(Command::Retain(policies)) => {
+                        let keep: HashSet<PolicyKey> = policies.into_iter().collect();
+                        let gone: Vec<PolicyKey> = self.entries.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+                        gone.iter().for_each(|policy| self.unregister(policy));
+                    }
                     Some(Command::Lock(event)) => self.lock_event(event).await,
                 },
                 Some(expired) = poll_fn(|cx| self.timers.poll_expired(cx)) => {
@@ -242,7 +253,10 @@ impl Observer {
                 .lock
                 .filter(|lock| self.by_lock.get(lock) == Some(policy))
             {
+                // Only the policy watching the lock labelled it (a conflicting one never did),
+                // and only that one takes the label off again, restoring the lock as it was.
                 self.by_lock.remove(&lock);
+                self.labeler.unlabel_in_background(lock);
             }
         }
         self.metrics.remove_policy(policy);
