@@ -40,7 +40,7 @@ use crate::{
         observer::{ObserverHandle, Registration},
         status_code,
     },
-    metrics::Metrics,
+    metrics::{Metrics, PolicyKey},
 };
 
 /// Held on each policy until its configuration has been taken back out.
@@ -145,7 +145,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
 
 /// What the watch says about policies that no longer exist.
 enum Gone {
-    Deleted(ElectionPolicy),
+    Deleted(PolicyKey),
     /// After a (re)list: only these exist; any other is gone.
     OnlyThese(Vec<(String, String)>),
 }
@@ -157,7 +157,7 @@ fn track_deletions(
 ) {
     let key = |p: &ElectionPolicy| (p.namespace().unwrap_or_default(), p.name_any());
     match event {
-        watcher::Event::Delete(policy) => drop(gone.send(Gone::Deleted(policy.clone()))),
+        watcher::Event::Delete(policy) => drop(gone.send(Gone::Deleted(key(policy)))),
         watcher::Event::Init => listing.clear(),
         watcher::Event::InitApply(policy) => listing.push(key(policy)),
         watcher::Event::InitDone => drop(gone.send(Gone::OnlyThese(std::mem::take(listing)))),
@@ -174,11 +174,7 @@ async fn forget_deleted_policies(
 ) {
     while let Some(event) = gone.recv().await {
         match event {
-            Gone::Deleted(policy) => {
-                observer
-                    .unregister((policy.namespace().unwrap_or_default(), policy.name_any()))
-                    .await
-            }
+            Gone::Deleted(policy) => observer.unregister(policy).await,
             Gone::OnlyThese(existing) => observer.retain(existing).await,
         }
     }
