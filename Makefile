@@ -13,9 +13,11 @@ help: ## List the targets
 test: lint unit e2e ## Everything CI runs: lint, unit tests, e2e tests on the real control plane
 
 .PHONY: lint
-lint: ## cargo fmt --check, clippy -D warnings, and the committed CRD matches the types
+lint: ## cargo fmt --check, clippy -D warnings, helm lint
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
+	e2e/bin/helm lint --strict charts/election-operator
+	e2e/bin/helm lint --strict charts/election-operator --set prometheusRule.enabled=true,metrics.serviceMonitor.enabled=true,legacyLocks.enabled=true,leaderPodLabel.enabled=true
 
 .PHONY: unit
 unit: ## Unit tests of the operator (no cluster needed)
@@ -26,8 +28,10 @@ e2e: ## End-to-end tests: starts the local control plane, runs them, stops it
 	e2e/run-tests
 
 .PHONY: crd
-crd: ## Regenerate the CRD from src/api.rs
+crd: ## Regenerate the CRD (and its chart and kustomize copies) from src/api.rs
 	cargo run --quiet --bin crdgen > $(CRD)
+	cp $(CRD) charts/election-operator/crds/
+	cp $(CRD) config/crd/bases/
 
 .PHONY: cluster-up
 cluster-up: ## Start the local control plane (etcd, kube-apiserver, kube-controller-manager)
