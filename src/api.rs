@@ -25,11 +25,9 @@ pub const DEFAULT_RETRY_PERIOD: &str = "2s";
 /// Go's `time.ParseDuration` grammar (which CEL's `duration()` uses), as an RE2 pattern for
 /// CEL `matches()`. A sign is accepted here so that "-5s" is reported by the "> 0" rule,
 /// which says what is wrong, rather than by the format rule.
-const GO_DURATION_CEL_PATTERN: &str =
-    r"'^[-+]?(0|((\\d+(\\.\\d*)?|\\.\\d+)(ns|us|µs|μs|ms|s|m|h))+)$'";
+const GO_DURATION_CEL_PATTERN: &str = r"'^[-+]?(0|((\\d+(\\.\\d*)?|\\.\\d+)(ns|us|µs|μs|ms|s|m|h))+)$'";
 /// DNS-1123 subdomain, as Kubernetes validates object names.
-const DNS1123_SUBDOMAIN_CEL_PATTERN: &str =
-    r"'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'";
+const DNS1123_SUBDOMAIN_CEL_PATTERN: &str = r"'^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$'";
 /// DNS-1123 label, as Kubernetes validates namespace names.
 const DNS1123_LABEL_CEL_PATTERN: &str = r"'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'";
 
@@ -71,11 +69,7 @@ const DNS1123_LABEL_CEL_PATTERN: &str = r"'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'";
         json_path = ".spec.lock.name",
         description = "Name of the lock object"
     ),
-    printcolumn(
-        name = "Age",
-        type_ = "date",
-        json_path = ".metadata.creationTimestamp"
-    )
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase")]
 #[validate(schema(function = "crate::domain::validation::timings"))]
@@ -91,6 +85,7 @@ const DNS1123_LABEL_CEL_PATTERN: &str = r"'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'";
         "renewDeadline must be greater than 1.2 x retryPeriod (client-go JitterFactor: a renewal must fit at least one jittered retry)",
         ".renewDeadline",
     ),
+    validation = slow_renewal_rule(),
 )]
 pub struct ElectionPolicySpec {
     /// Selects the Deployments, in this policy's namespace, whose replicas compete for the
@@ -138,6 +133,53 @@ pub struct ElectionPolicySpec {
     #[serde(default)]
     #[validate(nested)]
     pub injection: InjectionSpec,
+
+    /// Problems to report beyond staleness, with their thresholds.
+    #[serde(default)]
+    #[validate(nested)]
+    pub detection: DetectionSpec,
+
+    /// Keep the label election.dev/leader=true on the lock holder's Pod (and off the other
+    /// Pods of the selected Deployments), so that a Service can select the leader. Needs the
+    /// operator's --leader-pod-label (Helm value leaderPodLabel.enabled). Default false.
+    #[serde(default)]
+    pub leader_pod_label: bool,
+}
+
+/// Thresholds of the early warnings; each has a default that suits client-go's timings.
+#[derive(KubeSchema, Validate, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct DetectionSpec {
+    /// LeaderFlapping is reported when more than this many leader changes happen within
+    /// flappingWindow. Default 3.
+    #[serde(default = "default_flapping_transitions")]
+    #[validate(range(min = 1, max = 1000))]
+    pub flapping_transitions: u32,
+
+    /// The window for flappingTransitions. A Go duration; default 10m.
+    #[serde(default = "default_flapping_window")]
+    #[validate(length(min = 1, max = 32))]
+    #[x_kube(validation = duration_format_rule("detection.flappingWindow"), validation = duration_positive_rule("detection.flappingWindow"))]
+    pub flapping_window: String,
+
+    /// RenewalsSlow is reported when no renewal has been observed for this long: an early
+    /// warning, before the lease goes stale at leaseDuration. A Go duration; default: half
+    /// of renewDeadline (a leader renews every retryPeriod, so this means several failed
+    /// attempts in a row). Must be shorter than leaseDuration to fire first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[validate(length(min = 1, max = 32))]
+    #[x_kube(validation = duration_format_rule("detection.slowRenewalAfter"), validation = duration_positive_rule("detection.slowRenewalAfter"))]
+    pub slow_renewal_after: Option<String>,
+}
+
+impl Default for DetectionSpec {
+    fn default() -> Self {
+        DetectionSpec {
+            flapping_transitions: default_flapping_transitions(),
+            flapping_window: default_flapping_window(),
+            slow_renewal_after: None,
+        }
+    }
 }
 
 /// The object whose record says who leads.
@@ -146,10 +188,7 @@ pub struct ElectionPolicySpec {
 pub struct LockSpec {
     /// Name of the lock object (a Lease, or for the legacy types an Endpoints or ConfigMap).
     /// Must be a DNS-1123 subdomain.
-    #[validate(
-        length(min = 1, max = 253),
-        custom(function = "crate::domain::validation::dns1123_subdomain")
-    )]
+    #[validate(length(min = 1, max = 253), custom(function = "crate::domain::validation::dns1123_subdomain"))]
     #[x_kube(validation = Rule::new(format!("self.matches({DNS1123_SUBDOMAIN_CEL_PATTERN})"))
         .message("lock.name must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit"))]
     pub name: String,
@@ -157,10 +196,7 @@ pub struct LockSpec {
     /// Namespace of the lock object. Defaults to the policy's namespace. A lock in another
     /// namespace is refused unless the operator runs with --allow-cross-namespace-locks.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[validate(
-        length(min = 1, max = 63),
-        custom(function = "crate::domain::validation::dns1123_label")
-    )]
+    #[validate(length(min = 1, max = 63), custom(function = "crate::domain::validation::dns1123_label"))]
     #[x_kube(validation = Rule::new(format!("self.matches({DNS1123_LABEL_CEL_PATTERN})"))
         .message("lock.namespace must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit"))]
     pub namespace: Option<String>,
@@ -173,20 +209,7 @@ pub struct LockSpec {
 }
 
 /// Kind of lock object, by client-go resourcelock name.
-#[derive(
-    JsonSchema,
-    Serialize,
-    Deserialize,
-    Clone,
-    Copy,
-    Debug,
-    Default,
-    PartialEq,
-    Eq,
-    Hash,
-    PartialOrd,
-    Ord,
-)]
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum LockType {
     /// A coordination.k8s.io/v1 Lease (client-go resourcelock "leases").
     #[default]
@@ -300,6 +323,13 @@ impl PolicyState {
     }
 }
 
+fn default_flapping_transitions() -> u32 {
+    3
+}
+fn default_flapping_window() -> String {
+    "10m".into()
+}
+
 fn default_lease_duration() -> String {
     DEFAULT_LEASE_DURATION.into()
 }
@@ -311,33 +341,32 @@ fn default_retry_period() -> String {
 }
 
 fn duration_format_rule(field: &str) -> kube::core::Rule {
-    kube::core::Rule::new(format!("self.matches({GO_DURATION_CEL_PATTERN})")).message(
-        kube::core::Message::Message(format!(
-            "{field} must be a Go duration such as 15s, 1m30s or 500ms"
-        )),
-    )
+    kube::core::Rule::new(format!("self.matches({GO_DURATION_CEL_PATTERN})"))
+        .message(kube::core::Message::Message(format!("{field} must be a Go duration such as 15s, 1m30s or 500ms")))
 }
 
 fn duration_positive_rule(field: &str) -> kube::core::Rule {
+    kube::core::Rule::new(format!("!self.matches({GO_DURATION_CEL_PATTERN}) || duration(self) > duration('0s')"))
+        .message(kube::core::Message::Message(format!("{field} must be greater than 0")))
+}
+
+/// detection.slowRenewalAfter, when set, must fire before the lease goes stale.
+fn slow_renewal_rule() -> kube::core::Rule {
+    let parses = |f: &str| format!("self.{f}.matches({GO_DURATION_CEL_PATTERN})");
     kube::core::Rule::new(format!(
-        "!self.matches({GO_DURATION_CEL_PATTERN}) || duration(self) > duration('0s')"
+        "!has(self.detection) || !has(self.detection.slowRenewalAfter) || !{} || !{} || duration(self.detection.slowRenewalAfter) < duration(self.leaseDuration)",
+        parses("detection.slowRenewalAfter"),
+        parses("leaseDuration")
     ))
-    .message(kube::core::Message::Message(format!(
-        "{field} must be greater than 0"
-    )))
+    .message("detection.slowRenewalAfter must be shorter than leaseDuration, or LeaseStale would always come first")
+    .field_path(".detection.slowRenewalAfter")
 }
 
 /// A cross-field timing rule, evaluated only once every duration parses and is positive, so
 /// that a malformed or non-positive value is reported once, by its own field's rule.
 fn timing_rule(condition: &str, message: &str, field_path: &str) -> kube::core::Rule {
     let all_usable = ["leaseDuration", "renewDeadline", "retryPeriod"]
-        .map(|f| {
-            format!(
-                "self.{f}.matches({GO_DURATION_CEL_PATTERN}) && duration(self.{f}) > duration('0s')"
-            )
-        })
+        .map(|f| format!("self.{f}.matches({GO_DURATION_CEL_PATTERN}) && duration(self.{f}) > duration('0s')"))
         .join(" && ");
-    kube::core::Rule::new(format!("!({all_usable}) || ({condition})"))
-        .message(message)
-        .field_path(field_path)
+    kube::core::Rule::new(format!("!({all_usable}) || ({condition})")).message(message).field_path(field_path)
 }

@@ -18,8 +18,7 @@ pub const CRD_COPIES: [&str; 2] = [
 
 /// The CRD, with descriptions reflowed for `kubectl explain`.
 pub fn crd() -> CustomResourceDefinition {
-    let mut value =
-        serde_json::to_value(ElectionPolicy::crd()).expect("the CRD type always serializes");
+    let mut value = serde_json::to_value(ElectionPolicy::crd()).expect("the CRD type always serializes");
     reflow_descriptions(&mut value);
     serde_json::from_value(value).expect("reflowing descriptions keeps the CRD's shape")
 }
@@ -64,41 +63,23 @@ mod tests {
     fn committed_crds_match_the_types() {
         let generated = crd_yaml();
         for path in std::iter::once(CRD_PATH).chain(CRD_COPIES) {
-            let committed = std::fs::read_to_string(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path),
-            )
-            .unwrap_or_else(|e| panic!("{path}: {e}"));
-            assert!(
-                committed == generated,
-                "{path} is out of date with src/api.rs; regenerate it with `make crd`"
-            );
+            let committed = std::fs::read_to_string(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(path))
+                .unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert!(committed == generated, "{path} is out of date with src/api.rs; regenerate it with `make crd`");
         }
     }
 
     #[test]
     fn names_follow_the_contract() {
         let crd = crd();
-        assert_eq!(
-            crd.metadata.name.as_deref(),
-            Some("electionpolicies.election.dev")
-        );
+        assert_eq!(crd.metadata.name.as_deref(), Some("electionpolicies.election.dev"));
         assert_eq!(crd.spec.names.short_names, Some(vec!["elp".to_string()]));
         assert_eq!(crd.spec.scope, "Namespaced");
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
-        assert!(
-            version
-                .subresources
-                .as_ref()
-                .and_then(|s| s.status.as_ref())
-                .is_some()
-        );
-        let columns: Vec<_> = version
-            .additional_printer_columns
-            .iter()
-            .flatten()
-            .map(|c| c.name.to_uppercase())
-            .collect();
+        assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
+        let columns: Vec<_> =
+            version.additional_printer_columns.iter().flatten().map(|c| c.name.to_uppercase()).collect();
         assert_eq!(columns, ["LEADER", "STATE", "TRANSITIONS", "LOCK", "AGE"]);
     }
 }

@@ -40,26 +40,19 @@ impl Readiness {
 pub fn parse_bind_address(text: &str) -> Result<Option<SocketAddr>, String> {
     match text {
         "0" | "" => Ok(None),
-        _ if text.starts_with(':') => format!("0.0.0.0{text}")
-            .parse()
-            .map(Some)
-            .map_err(|e| format!("{text:?}: {e}")),
+        _ if text.starts_with(':') => format!("0.0.0.0{text}").parse().map(Some).map_err(|e| format!("{text:?}: {e}")),
         _ => text.parse().map(Some).map_err(|e| format!("{text:?}: {e}")),
     }
 }
 
 pub async fn serve_metrics(address: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
-    let router = Router::new()
-        .route("/metrics", get(render_metrics))
-        .with_state(metrics);
+    let router = Router::new().route("/metrics", get(render_metrics)).with_state(metrics);
     serve(address, router, "metrics").await
 }
 
 pub async fn serve_probes(address: SocketAddr, readiness: Readiness) -> std::io::Result<()> {
-    let router = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(ready))
-        .with_state(readiness);
+    let router =
+        Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(ready)).with_state(readiness);
     serve(address, router, "health probes").await
 }
 
@@ -70,21 +63,11 @@ async fn serve(address: SocketAddr, router: Router, what: &str) -> std::io::Resu
 }
 
 async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
 }
 
 async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
-    if readiness.get() {
-        (StatusCode::OK, "ok")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready")
-    }
+    if readiness.get() { (StatusCode::OK, "ok") } else { (StatusCode::SERVICE_UNAVAILABLE, "not ready") }
 }
 
 #[cfg(test)]
@@ -93,14 +76,8 @@ mod tests {
 
     #[test]
     fn bind_addresses_follow_kubebuilder() {
-        assert_eq!(
-            parse_bind_address(":8080").unwrap(),
-            Some("0.0.0.0:8080".parse().unwrap())
-        );
-        assert_eq!(
-            parse_bind_address("127.0.0.1:9").unwrap(),
-            Some("127.0.0.1:9".parse().unwrap())
-        );
+        assert_eq!(parse_bind_address(":8080").unwrap(), Some("0.0.0.0:8080".parse().unwrap()));
+        assert_eq!(parse_bind_address("127.0.0.1:9").unwrap(), Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(parse_bind_address("0").unwrap(), None);
         assert!(parse_bind_address("nonsense").is_err());
     }

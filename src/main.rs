@@ -24,19 +24,11 @@ use tracing_subscriber::{EnvFilter, fmt};
 #[command(name = "election-operator", version)]
 struct Args {
     /// Address of the Prometheus /metrics endpoint (":8080" for all interfaces, "0" to disable).
-    #[arg(
-        long,
-        env = "ELECTION_OPERATOR_METRICS_BIND_ADDRESS",
-        default_value = ":8080"
-    )]
+    #[arg(long, env = "ELECTION_OPERATOR_METRICS_BIND_ADDRESS", default_value = ":8080")]
     metrics_bind_address: String,
 
     /// Address of the /healthz and /readyz endpoints ("0" to disable).
-    #[arg(
-        long,
-        env = "ELECTION_OPERATOR_HEALTH_PROBE_BIND_ADDRESS",
-        default_value = ":8081"
-    )]
+    #[arg(long, env = "ELECTION_OPERATOR_HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081")]
     health_probe_bind_address: String,
 
     /// Elect a leader among operator replicas through a Lease; only the leader acts.
@@ -44,11 +36,7 @@ struct Args {
     leader_elect: bool,
 
     /// Name of the operator's own leader-election Lease.
-    #[arg(
-        long,
-        env = "ELECTION_OPERATOR_LEADER_ELECTION_ID",
-        default_value = "election-operator"
-    )]
+    #[arg(long, env = "ELECTION_OPERATOR_LEADER_ELECTION_ID", default_value = "election-operator")]
     leader_election_id: String,
 
     /// Namespace of that Lease (default: the pod's namespace, else election-system).
@@ -56,27 +44,15 @@ struct Args {
     leader_election_namespace: Option<String>,
 
     /// Lease duration of the operator's own election.
-    #[arg(
-        long,
-        env = "ELECTION_OPERATOR_LEADER_ELECTION_LEASE_DURATION",
-        default_value = "15s"
-    )]
+    #[arg(long, env = "ELECTION_OPERATOR_LEADER_ELECTION_LEASE_DURATION", default_value = "15s")]
     leader_election_lease_duration: String,
 
     /// Renew deadline of the operator's own election.
-    #[arg(
-        long,
-        env = "ELECTION_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE",
-        default_value = "10s"
-    )]
+    #[arg(long, env = "ELECTION_OPERATOR_LEADER_ELECTION_RENEW_DEADLINE", default_value = "10s")]
     leader_election_renew_deadline: String,
 
     /// Retry period of the operator's own election.
-    #[arg(
-        long,
-        env = "ELECTION_OPERATOR_LEADER_ELECTION_RETRY_PERIOD",
-        default_value = "2s"
-    )]
+    #[arg(long, env = "ELECTION_OPERATOR_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s")]
     leader_election_retry_period: String,
 
     /// Let policies watch locks in namespaces other than their own.
@@ -87,12 +63,13 @@ struct Args {
     #[arg(long, env = "ELECTION_OPERATOR_LEGACY_LOCKS", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     legacy_locks: bool,
 
+    /// Let policies keep election.dev/leader=true on the lock holder's Pod (spec.leaderPodLabel;
+    /// needs RBAC to patch Pods).
+    #[arg(long, env = "ELECTION_OPERATOR_LEADER_POD_LABEL", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
+    leader_pod_label: bool,
+
     /// ElectionPolicies reconciled at once.
-    #[arg(
-        long,
-        env = "ELECTION_OPERATOR_MAX_CONCURRENT_RECONCILES",
-        default_value_t = 4
-    )]
+    #[arg(long, env = "ELECTION_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 4)]
     max_concurrent_reconciles: u16,
 
     /// Log format.
@@ -114,16 +91,11 @@ enum LogFormat {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
     match args.log_format {
         LogFormat::Text => fmt().with_env_filter(filter).init(),
-        LogFormat::Json => fmt()
-            .json()
-            .flatten_event(true)
-            .with_current_span(true)
-            .with_env_filter(filter)
-            .init(),
+        LogFormat::Json => fmt().json().flatten_event(true).with_current_span(true).with_env_filter(filter).init(),
     }
     if let Err(error) = run(args).await {
         error!("{error:#}");
@@ -136,41 +108,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let election = if args.leader_elect {
         let timings = Timings {
-            lease_duration: parse_go_duration(
-                "--leader-election-lease-duration",
-                &args.leader_election_lease_duration,
-            )
-            .map_err(anyhow::Error::msg)?,
-            renew_deadline: parse_go_duration(
-                "--leader-election-renew-deadline",
-                &args.leader_election_renew_deadline,
-            )
-            .map_err(anyhow::Error::msg)?,
-            retry_period: parse_go_duration(
-                "--leader-election-retry-period",
-                &args.leader_election_retry_period,
-            )
-            .map_err(anyhow::Error::msg)?,
+            lease_duration: parse_go_duration("--leader-election-lease-duration", &args.leader_election_lease_duration)
+                .map_err(anyhow::Error::msg)?,
+            renew_deadline: parse_go_duration("--leader-election-renew-deadline", &args.leader_election_renew_deadline)
+                .map_err(anyhow::Error::msg)?,
+            retry_period: parse_go_duration("--leader-election-retry-period", &args.leader_election_retry_period)
+                .map_err(anyhow::Error::msg)?,
         };
         check_timings(&timings).map_err(anyhow::Error::msg)?;
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .or_else(pod_namespace)
-            .unwrap_or_else(|| "election-system".into());
-        Some((
-            LeaseLocation {
-                namespace,
-                name: args.leader_election_id.clone(),
-            },
-            timings,
-        ))
+        let namespace =
+            args.leader_election_namespace.clone().or_else(pod_namespace).unwrap_or_else(|| "election-system".into());
+        Some((LeaseLocation { namespace, name: args.leader_election_id.clone() }, timings))
     } else {
         None
     };
-    let metrics_address = parse_bind_address(&args.metrics_bind_address)
-        .map_err(anyhow::Error::msg)
-        .context("--metrics-bind-address")?;
+    let metrics_address =
+        parse_bind_address(&args.metrics_bind_address).map_err(anyhow::Error::msg).context("--metrics-bind-address")?;
     let probe_address = parse_bind_address(&args.health_probe_bind_address)
         .map_err(anyhow::Error::msg)
         .context("--health-probe-bind-address")?;
@@ -179,24 +132,15 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let readiness = Readiness::default();
     if let Some(address) = metrics_address {
         let listener = serve_metrics(address, metrics.clone());
-        tokio::spawn(async move {
-            listener
-                .await
-                .inspect_err(|e| error!(%e, "metrics endpoint failed"))
-        });
+        tokio::spawn(async move { listener.await.inspect_err(|e| error!(%e, "metrics endpoint failed")) });
     }
     if let Some(address) = probe_address {
         let listener = serve_probes(address, readiness.clone());
-        tokio::spawn(async move {
-            listener
-                .await
-                .inspect_err(|e| error!(%e, "probe endpoint failed"))
-        });
+        tokio::spawn(async move { listener.await.inspect_err(|e| error!(%e, "probe endpoint failed")) });
     }
 
-    let client = kube::Client::try_default()
-        .await
-        .context("finding the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let client =
+        kube::Client::try_default().await.context("finding the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     operator::check_crd(&client).await?;
     info!(%identity, leader_elect = args.leader_elect, "election-operator starting");
 
@@ -217,6 +161,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         options: PolicyOptions {
             allow_cross_namespace_locks: args.allow_cross_namespace_locks,
             legacy_locks: args.legacy_locks,
+            leader_pod_label: args.leader_pod_label,
         },
         concurrency: args.max_concurrent_reconciles,
         identity,
@@ -226,8 +171,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 async fn shutdown_signal() {
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
+    let mut terminate =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM handler");
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
@@ -243,9 +188,7 @@ fn default_identity() -> String {
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "election-operator".into());
     // A uniquifier, as client-go programs add, so two processes on one host never share an identity.
-    let suffix = std::collections::hash_map::RandomState::new()
-        .build_hasher()
-        .finish() as u32;
+    let suffix = std::collections::hash_map::RandomState::new().build_hasher().finish() as u32;
     format!("{host}_{suffix:08x}")
 }
 

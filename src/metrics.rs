@@ -44,6 +44,12 @@ pub struct PolicySnapshot {
     pub observed_changes: u64,
     /// Interval between the last two renewals observed.
     pub renewal_interval: Option<Duration>,
+    /// The holder is not a Pod of the selected Deployments.
+    pub holder_not_found: bool,
+    /// More leader changes than allowed within the policy's window.
+    pub flapping: bool,
+    /// No renewal for the slow-renewal threshold.
+    pub renewals_slow: bool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,51 +112,25 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("election");
         let reconciles = Family::<ResultLabels, Counter>::default();
-        registry.register(
-            "reconciles",
-            "ElectionPolicy reconciliations, by result",
-            reconciles.clone(),
-        );
+        registry.register("reconciles", "ElectionPolicy reconciliations, by result", reconciles.clone());
         let reconcile_errors = Family::<ErrorLabels, Counter>::default();
-        registry.register(
-            "reconcile_errors",
-            "Failed reconciliations, by kind of error",
-            reconcile_errors.clone(),
-        );
-        let reconcile_duration = Histogram::new([
-            0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-        ]);
+        registry.register("reconcile_errors", "Failed reconciliations, by kind of error", reconcile_errors.clone());
+        let reconcile_duration = Histogram::new([0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0]);
         registry.register(
             "reconcile_duration_seconds",
             "Time spent reconciling one ElectionPolicy",
             reconcile_duration.clone(),
         );
         let api_requests = Family::<OperationLabels, Counter>::default();
-        registry.register(
-            "api_requests",
-            "Kubernetes API requests made, by operation",
-            api_requests.clone(),
-        );
+        registry.register("api_requests", "Kubernetes API requests made, by operation", api_requests.clone());
         let api_errors = Family::<OperationLabels, Counter>::default();
-        registry.register(
-            "api_errors",
-            "Kubernetes API requests that failed, by operation",
-            api_errors.clone(),
-        );
+        registry.register("api_errors", "Kubernetes API requests that failed, by operation", api_errors.clone());
         let watch_restarts = Family::<ResourceLabels, Counter>::default();
-        registry.register(
-            "watch_restarts",
-            "Watches restarted after an error, by resource",
-            watch_restarts.clone(),
-        );
+        registry.register("watch_restarts", "Watches restarted after an error, by resource", watch_restarts.clone());
         let events = Family::<ReasonLabels, Counter>::default();
         registry.register("events", "Events published, by reason", events.clone());
         let status_writes = Counter::default();
-        registry.register(
-            "status_writes",
-            "ElectionPolicy status writes",
-            status_writes.clone(),
-        );
+        registry.register("status_writes", "ElectionPolicy status writes", status_writes.clone());
         let policies = Arc::new(PolicyCollector::default());
         registry.register_collector(Box::new(policies.clone()));
         Metrics {
@@ -179,43 +159,25 @@ impl Metrics {
     pub fn reconciled(&self, took: Duration, error: Option<&'static str>) {
         self.inner.reconcile_duration.observe(took.as_secs_f64());
         let result = if error.is_some() { "error" } else { "ok" };
-        self.inner
-            .reconciles
-            .get_or_create(&ResultLabels { result })
-            .inc();
+        self.inner.reconciles.get_or_create(&ResultLabels { result }).inc();
         if let Some(error) = error {
-            self.inner
-                .reconcile_errors
-                .get_or_create(&ErrorLabels { error })
-                .inc();
+            self.inner.reconcile_errors.get_or_create(&ErrorLabels { error }).inc();
         }
     }
 
     pub fn api_request(&self, operation: &'static str, ok: bool) {
-        self.inner
-            .api_requests
-            .get_or_create(&OperationLabels { operation })
-            .inc();
+        self.inner.api_requests.get_or_create(&OperationLabels { operation }).inc();
         if !ok {
-            self.inner
-                .api_errors
-                .get_or_create(&OperationLabels { operation })
-                .inc();
+            self.inner.api_errors.get_or_create(&OperationLabels { operation }).inc();
         }
     }
 
     pub fn watch_restarted(&self, resource: &'static str) {
-        self.inner
-            .watch_restarts
-            .get_or_create(&ResourceLabels { resource })
-            .inc();
+        self.inner.watch_restarts.get_or_create(&ResourceLabels { resource }).inc();
     }
 
     pub fn event_published(&self, reason: &'static str) {
-        self.inner
-            .events
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
+        self.inner.events.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn status_written(&self) {
@@ -227,22 +189,12 @@ impl Metrics {
     }
 
     pub fn set_policy(&self, key: PolicyKey, snapshot: PolicySnapshot) {
-        let mut snapshots = self
-            .inner
-            .policies
-            .snapshots
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut snapshots = self.inner.policies.snapshots.write().unwrap_or_else(|e| e.into_inner());
         snapshots.insert(key, snapshot);
     }
 
     pub fn remove_policy(&self, key: &PolicyKey) {
-        let mut snapshots = self
-            .inner
-            .policies
-            .snapshots
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut snapshots = self.inner.policies.snapshots.write().unwrap_or_else(|e| e.into_inner());
         snapshots.remove(key);
     }
 }
@@ -268,33 +220,25 @@ struct StateLabels {
     state: &'static str,
 }
 
-const STATES: [PolicyState; 5] = [
-    PolicyState::Pending,
-    PolicyState::Healthy,
-    PolicyState::Stale,
-    PolicyState::NoLeader,
-    PolicyState::Invalid,
-];
+const STATES: [PolicyState; 5] =
+    [PolicyState::Pending, PolicyState::Healthy, PolicyState::Stale, PolicyState::NoLeader, PolicyState::Invalid];
 
 impl Collector for PolicyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshots = self.snapshots.read().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let labels = |(namespace, policy): &PolicyKey| PolicyLabels {
-            namespace: namespace.clone(),
-            policy: policy.clone(),
-        };
+        let labels =
+            |(namespace, policy): &PolicyKey| PolicyLabels { namespace: namespace.clone(), policy: policy.clone() };
 
-        let mut family = |name: &str,
-                          help: &str,
-                          kind: prometheus_client::metrics::MetricType,
-                          emit: &mut dyn FnMut(
-            &mut prometheus_client::encoding::MetricEncoder,
-        ) -> Result<(), std::fmt::Error>|
-         -> Result<(), std::fmt::Error> {
-            let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-            emit(&mut metric)
-        };
+        let mut family =
+            |name: &str,
+             help: &str,
+             kind: prometheus_client::metrics::MetricType,
+             emit: &mut dyn FnMut(&mut prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error>|
+             -> Result<(), std::fmt::Error> {
+                let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
+                emit(&mut metric)
+            };
         use prometheus_client::metrics::MetricType::{Counter as CounterType, Gauge as GaugeType};
 
         family(
@@ -314,37 +258,38 @@ impl Collector for PolicyCollector {
                 Ok(())
             },
         )?;
-        family(
-            "policy_state",
-            "1 for the policy's current state, 0 for the others",
-            GaugeType,
-            &mut |m| {
+        family("policy_state", "1 for the policy's current state, 0 for the others", GaugeType, &mut |m| {
+            for (key, s) in snapshots.iter() {
+                for state in STATES {
+                    let l = StateLabels { namespace: key.0.clone(), policy: key.1.clone(), state: state.as_str() };
+                    ConstGauge::new(i64::from(s.state == Some(state))).encode(m.encode_family(&l)?)?;
+                }
+            }
+            Ok(())
+        })?;
+        family("lease_stale", "1 while no renewal was observed within the lease duration", GaugeType, &mut |m| {
+            for (key, s) in snapshots.iter() {
+                ConstGauge::new(i64::from(s.state == Some(PolicyState::Stale)))
+                    .encode(m.encode_family(&labels(key))?)?;
+            }
+            Ok(())
+        })?;
+        for (name, help, flag) in [
+            (
+                "holder_not_found",
+                "1 while the holder is not a Pod of the selected Deployments",
+                (|s: &PolicySnapshot| s.holder_not_found) as fn(&PolicySnapshot) -> bool,
+            ),
+            ("leader_flapping", "1 while leadership changes more often than the policy allows", |s| s.flapping),
+            ("renewals_slow", "1 while no renewal was observed for the slow-renewal threshold", |s| s.renewals_slow),
+        ] {
+            family(name, help, GaugeType, &mut |m| {
                 for (key, s) in snapshots.iter() {
-                    for state in STATES {
-                        let l = StateLabels {
-                            namespace: key.0.clone(),
-                            policy: key.1.clone(),
-                            state: state.as_str(),
-                        };
-                        ConstGauge::new(i64::from(s.state == Some(state)))
-                            .encode(m.encode_family(&l)?)?;
-                    }
+                    ConstGauge::new(i64::from(flag(s))).encode(m.encode_family(&labels(key))?)?;
                 }
                 Ok(())
-            },
-        )?;
-        family(
-            "lease_stale",
-            "1 while no renewal was observed within the lease duration",
-            GaugeType,
-            &mut |m| {
-                for (key, s) in snapshots.iter() {
-                    ConstGauge::new(i64::from(s.state == Some(PolicyState::Stale)))
-                        .encode(m.encode_family(&labels(key))?)?;
-                }
-                Ok(())
-            },
-        )?;
+            })?;
+        }
         family(
             "last_renewal_age_seconds",
             "Seconds since the operator last observed the lock record change",
@@ -377,20 +322,14 @@ impl Collector for PolicyCollector {
                 Ok(())
             },
         )?;
-        family(
-            "renewal_interval_seconds",
-            "Interval between the last two renewals observed",
-            GaugeType,
-            &mut |m| {
-                for (key, s) in snapshots.iter() {
-                    if let Some(interval) = s.renewal_interval {
-                        ConstGauge::new(interval.as_secs_f64())
-                            .encode(m.encode_family(&labels(key))?)?;
-                    }
+        family("renewal_interval_seconds", "Interval between the last two renewals observed", GaugeType, &mut |m| {
+            for (key, s) in snapshots.iter() {
+                if let Some(interval) = s.renewal_interval {
+                    ConstGauge::new(interval.as_secs_f64()).encode(m.encode_family(&labels(key))?)?;
                 }
-                Ok(())
-            },
-        )?;
+            }
+            Ok(())
+        })?;
         family(
             "leader_transitions",
             "Leader transitions recorded in the lock (leaderTransitions)",
@@ -405,17 +344,12 @@ impl Collector for PolicyCollector {
                 Ok(())
             },
         )?;
-        family(
-            "observed_leader_changes",
-            "Leader changes observed by this operator process",
-            CounterType,
-            &mut |m| {
-                for (key, s) in snapshots.iter() {
-                    ConstCounter::new(s.observed_changes).encode(m.encode_family(&labels(key))?)?;
-                }
-                Ok(())
-            },
-        )?;
+        family("observed_leader_changes", "Leader changes observed by this operator process", CounterType, &mut |m| {
+            for (key, s) in snapshots.iter() {
+                ConstCounter::new(s.observed_changes).encode(m.encode_family(&labels(key))?)?;
+            }
+            Ok(())
+        })?;
         Ok(())
     }
 }
@@ -440,25 +374,16 @@ mod tests {
             },
         );
         let text = metrics.render();
-        assert!(text.contains(r#"election_leader_info{namespace="apps",policy="web",leader="web-1",lock="leases/apps/web"} 1"#), "{text}");
-        assert!(
-            text.contains(r#"election_lease_stale{namespace="apps",policy="web"} 1"#),
-            "{text}"
-        );
         assert!(
             text.contains(
-                r#"election_policy_state{namespace="apps",policy="web",state="Stale"} 1"#
+                r#"election_leader_info{namespace="apps",policy="web",leader="web-1",lock="leases/apps/web"} 1"#
             ),
             "{text}"
         );
-        assert!(
-            text.contains(r#"election_leader_transitions_total{namespace="apps",policy="web"} 3"#),
-            "{text}"
-        );
-        let age_line = text
-            .lines()
-            .find(|l| l.starts_with("election_last_renewal_age_seconds{"))
-            .unwrap();
+        assert!(text.contains(r#"election_lease_stale{namespace="apps",policy="web"} 1"#), "{text}");
+        assert!(text.contains(r#"election_policy_state{namespace="apps",policy="web",state="Stale"} 1"#), "{text}");
+        assert!(text.contains(r#"election_leader_transitions_total{namespace="apps",policy="web"} 3"#), "{text}");
+        let age_line = text.lines().find(|l| l.starts_with("election_last_renewal_age_seconds{")).unwrap();
         let age: f64 = age_line.rsplit(' ').next().unwrap().parse().unwrap();
         assert!((20.0..25.0).contains(&age), "{age_line}");
         metrics.remove_policy(&key);
@@ -471,21 +396,9 @@ mod tests {
         metrics.reconciled(Duration::from_millis(3), Some("kube"));
         metrics.api_request("patch_deployment", false);
         let text = metrics.render();
-        assert!(
-            text.contains(r#"election_reconciles_total{result="error"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"election_reconcile_errors_total{error="kube"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains(r#"election_api_errors_total{operation="patch_deployment"} 1"#),
-            "{text}"
-        );
-        assert!(
-            text.contains("election_reconcile_duration_seconds_count 1"),
-            "{text}"
-        );
+        assert!(text.contains(r#"election_reconciles_total{result="error"} 1"#), "{text}");
+        assert!(text.contains(r#"election_reconcile_errors_total{error="kube"} 1"#), "{text}");
+        assert!(text.contains(r#"election_api_errors_total{operation="patch_deployment"} 1"#), "{text}");
+        assert!(text.contains("election_reconcile_duration_seconds_count 1"), "{text}");
     }
 }

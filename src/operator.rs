@@ -91,26 +91,14 @@ pub async fn run(
 
     let labeler = LockLabeler::new(client.clone(), metrics.clone());
     let publisher = EventPublisher::new(client.clone(), settings.identity.clone(), metrics.clone());
-    let observer = Observer::spawn(
-        client.clone(),
-        publisher.clone(),
-        labeler.clone(),
-        metrics.clone(),
-    );
+    let observer = Observer::spawn(client.clone(), publisher.clone(), labeler.clone(), metrics.clone());
     let mut kinds = vec![LockType::Lease];
     if settings.options.legacy_locks {
         kinds.extend([LockType::Endpoints, LockType::ConfigMap]);
     }
     let watches: Vec<_> = kinds
         .into_iter()
-        .map(|kind| {
-            tokio::spawn(watch_locks(
-                client.clone(),
-                kind,
-                observer.clone(),
-                metrics.clone(),
-            ))
-        })
+        .map(|kind| tokio::spawn(watch_locks(client.clone(), kind, observer.clone(), metrics.clone())))
         .collect();
 
     let stopping = tokio_util::sync::CancellationToken::new();

@@ -18,10 +18,7 @@ use serde_json::Value;
 
 /// The repository root.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("e2e/ has a parent")
-        .to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
 }
 
 /// The admin kubeconfig written by `e2e/cluster up`.
@@ -42,9 +39,8 @@ pub async fn admin_client() -> Client {
 
 pub async fn client_for(kubeconfig: &Path) -> Client {
     let config = kube::config::Kubeconfig::read_from(kubeconfig).expect("readable kubeconfig");
-    let config = Config::from_custom_kubeconfig(config, &KubeConfigOptions::default())
-        .await
-        .expect("usable kubeconfig");
+    let config =
+        Config::from_custom_kubeconfig(config, &KubeConfigOptions::default()).await.expect("usable kubeconfig");
     Client::try_from(config).expect("client")
 }
 
@@ -60,10 +56,7 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
+        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
@@ -77,23 +70,14 @@ pub fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Outp
     let mut child = Command::new("kubectl")
         .args(args)
         .env("KUBECONFIG", kubeconfig)
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("kubectl is installed");
     if let Some(input) = stdin {
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("piped")
-            .write_all(input.as_bytes())
-            .expect("write to kubectl");
+        child.stdin.take().expect("piped").write_all(input.as_bytes()).expect("write to kubectl");
     }
     child.wait_with_output().expect("kubectl runs")
 }
@@ -101,11 +85,7 @@ pub fn kubectl_as(kubeconfig: &Path, args: &[&str], stdin: Option<&str>) -> Outp
 /// kubectl that must succeed; returns stdout.
 pub fn kubectl_ok(args: &[&str], stdin: Option<&str>) -> String {
     let output = kubectl(args, stdin);
-    assert!(
-        output.status.success(),
-        "kubectl {args:?} failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    assert!(output.status.success(), "kubectl {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
@@ -116,11 +96,8 @@ pub struct TestNamespace {
 
 impl TestNamespace {
     pub fn new(prefix: &str) -> Self {
-        let suffix = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos()
-            % 1_000_000_000;
+        let suffix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
         let name = format!("{prefix}-{suffix:x}");
         kubectl_ok(&["create", "namespace", &name], None);
         TestNamespace { name }
@@ -151,12 +128,7 @@ pub struct Elector {
 
 impl Elector {
     /// Starts an elector with `env` (LEADER_ELECTION_* variables) and `args` (flags).
-    pub fn spawn(
-        build: ElectorBuild,
-        identity: &str,
-        env: &[(String, String)],
-        args: &[String],
-    ) -> Self {
+    pub fn spawn(build: ElectorBuild, identity: &str, env: &[(String, String)], args: &[String]) -> Self {
         let program = match build {
             ElectorBuild::Current => "e2e/bin/elector",
             ElectorBuild::Legacy => "e2e/bin/elector-legacy",
@@ -180,11 +152,7 @@ impl Elector {
                 }
             }
         });
-        Elector {
-            identity: identity.to_string(),
-            child,
-            lines,
-        }
+        Elector { identity: identity.to_string(), child, lines }
     }
 
     /// The transition lines printed so far.
@@ -198,11 +166,9 @@ impl Elector {
 
     /// Waits for a line with `"event": event` and returns it.
     pub async fn wait_event(&self, event: &str, timeout: Duration) -> Value {
-        wait_for(
-            &format!("{} to print {event}", self.identity),
-            timeout,
-            || async { self.events().into_iter().find(|e| e["event"] == event) },
-        )
+        wait_for(&format!("{} to print {event}", self.identity), timeout, || async {
+            self.events().into_iter().find(|e| e["event"] == event)
+        })
         .await
     }
 
@@ -211,10 +177,8 @@ impl Elector {
     }
 
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status()
-            .expect("kill runs");
+        let status =
+            Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status().expect("kill runs");
         assert!(status.success(), "kill -{signal} {}", self.pid());
     }
 
@@ -229,9 +193,7 @@ impl Drop for Elector {
     fn drop(&mut self) {
         // A stopped process does not die of SIGKILL until continued on some kernels' views
         // of it; continue first so the wait below cannot hang.
-        let _ = Command::new("kill")
-            .args(["-CONT", &self.pid().to_string()])
-            .status();
+        let _ = Command::new("kill").args(["-CONT", &self.pid().to_string()]).stderr(Stdio::null()).status();
         self.kill();
     }
 }
@@ -244,13 +206,15 @@ pub fn injected_env(deployment: &Value, container: usize) -> Vec<(String, String
         .as_array()
         .into_iter()
         .flatten()
-        .filter_map(|e| {
-            Some((
-                e["name"].as_str()?.to_string(),
-                e["value"].as_str()?.to_string(),
-            ))
-        })
+        .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
         .collect()
+}
+
+/// Installs (or updates) the committed CRD and waits until it is served.
+pub fn install_crd() {
+    let crd = repo_root().join("crds/electionpolicies.election.dev.yaml");
+    kubectl_ok(&["apply", "--server-side", "--force-conflicts", "-f", crd.to_str().unwrap()], None);
+    kubectl_ok(&["wait", "--for=condition=Established", "crd/electionpolicies.election.dev", "--timeout=30s"], None);
 }
 
 /// A running election-operator process, killed when dropped.
@@ -265,30 +229,18 @@ impl Operator {
     /// Starts target/debug/election-operator (built by `make test`) with `args`, talking to
     /// the cluster through `kubeconfig`.
     pub fn start_with(kubeconfig: &Path, args: &[&str]) -> Self {
+        install_crd();
         let binary = repo_root().join("target/debug/election-operator");
-        assert!(
-            binary.exists(),
-            "{} is missing: run `cargo build` first (make test does)",
-            binary.display()
-        );
+        assert!(binary.exists(), "{} is missing: run `cargo build` first (make test does)", binary.display());
         let metrics_port = free_port();
         let probe_port = free_port();
         let logs = repo_root().join("e2e/.cluster/logs");
         std::fs::create_dir_all(&logs).unwrap();
-        let log = logs.join(format!(
-            "operator-{}-{metrics_port}.log",
-            std::process::id()
-        ));
+        let log = logs.join(format!("operator-{}-{metrics_port}.log", std::process::id()));
         let file = std::fs::File::create(&log).unwrap();
         let child = Command::new(binary)
-            .args([
-                "--metrics-bind-address",
-                &format!("127.0.0.1:{metrics_port}"),
-            ])
-            .args([
-                "--health-probe-bind-address",
-                &format!("127.0.0.1:{probe_port}"),
-            ])
+            .args(["--metrics-bind-address", &format!("127.0.0.1:{metrics_port}")])
+            .args(["--health-probe-bind-address", &format!("127.0.0.1:{probe_port}")])
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,election_operator=debug")
@@ -296,12 +248,7 @@ impl Operator {
             .stderr(file)
             .spawn()
             .expect("election-operator starts");
-        Operator {
-            child,
-            metrics_port,
-            probe_port,
-            log,
-        }
+        Operator { child, metrics_port, probe_port, log }
     }
 
     pub fn start(args: &[&str]) -> Self {
@@ -315,17 +262,13 @@ impl Operator {
     /// Waits until /readyz answers 200.
     pub async fn wait_ready(&self, timeout: Duration) {
         wait_for("the operator to be ready", timeout, || async {
-            http_get(self.probe_port, "/readyz")
-                .await
-                .filter(|b| b == "ok")
+            http_get(self.probe_port, "/readyz").await.filter(|b| b == "ok")
         })
         .await;
     }
 
     pub async fn metrics(&self) -> String {
-        http_get(self.metrics_port, "/metrics")
-            .await
-            .unwrap_or_default()
+        http_get(self.metrics_port, "/metrics").await.unwrap_or_default()
     }
 
     pub fn log_text(&self) -> String {
@@ -333,9 +276,7 @@ impl Operator {
     }
 
     pub fn signal(&self, signal: &str) {
-        let _ = Command::new("kill")
-            .args([&format!("-{signal}"), &self.pid().to_string()])
-            .status();
+        let _ = Command::new("kill").args([&format!("-{signal}"), &self.pid().to_string()]).status();
     }
 
     /// Waits for the process to exit, up to `timeout`.
@@ -361,23 +302,14 @@ impl Drop for Operator {
 
 /// A port free on loopback right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
 /// GETs a path on loopback; `Some(body)` only for a 200.
 pub async fn http_get(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await
-        .ok()?;
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
+    stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
     let mut response = String::new();
     stream.read_to_string(&mut response).await.ok()?;
     let (head, body) = response.split_once("\r\n\r\n")?;
@@ -388,13 +320,7 @@ pub async fn http_get(port: u16, path: &str) -> Option<String> {
 
 /// The value of one sample in Prometheus text, by its exact series (`name{labels}`).
 pub fn sample(metrics: &str, series: &str) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        line.strip_prefix(series)?
-            .strip_prefix(' ')?
-            .trim()
-            .parse()
-            .ok()
-    })
+    metrics.lines().find_map(|line| line.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
 /// An ElectionPolicy as the API server has it.
@@ -411,13 +337,8 @@ pub async fn get_policy(
 }
 
 /// The Events recorded on a policy, oldest first.
-pub async fn policy_events(
-    client: &Client,
-    namespace: &str,
-    policy: &str,
-) -> Vec<k8s_openapi::api::events::v1::Event> {
-    let api: kube::Api<k8s_openapi::api::events::v1::Event> =
-        kube::Api::namespaced(client.clone(), namespace);
+pub async fn policy_events(client: &Client, namespace: &str, policy: &str) -> Vec<k8s_openapi::api::events::v1::Event> {
+    let api: kube::Api<k8s_openapi::api::events::v1::Event> = kube::Api::namespaced(client.clone(), namespace);
     let mut events: Vec<_> = api
         .list(&Default::default())
         .await
@@ -425,9 +346,9 @@ pub async fn policy_events(
         .unwrap_or_default()
         .into_iter()
         .filter(|e| {
-            e.regarding.as_ref().is_some_and(|r| {
-                r.kind.as_deref() == Some("ElectionPolicy") && r.name.as_deref() == Some(policy)
-            })
+            e.regarding
+                .as_ref()
+                .is_some_and(|r| r.kind.as_deref() == Some("ElectionPolicy") && r.name.as_deref() == Some(policy))
         })
         .collect();
     events.sort_by_key(|e| e.event_time.as_ref().map(|t| t.0));
@@ -443,41 +364,22 @@ pub async fn wait_policy_event(
     note: &str,
     timeout: Duration,
 ) -> k8s_openapi::api::events::v1::Event {
-    wait_for(
-        &format!("a {reason} Event on {namespace}/{policy} saying {note:?}"),
-        timeout,
-        || async {
-            policy_events(client, namespace, policy)
-                .await
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some(reason)
-                        && e.note.as_deref().unwrap_or_default().contains(note)
-                })
-        },
-    )
+    wait_for(&format!("a {reason} Event on {namespace}/{policy} saying {note:?}"), timeout, || async {
+        policy_events(client, namespace, policy)
+            .await
+            .into_iter()
+            .find(|e| e.reason.as_deref() == Some(reason) && e.note.as_deref().unwrap_or_default().contains(note))
+    })
     .await
 }
 
 /// How many Events with `reason` the policy has.
-pub async fn count_policy_events(
-    client: &Client,
-    namespace: &str,
-    policy: &str,
-    reason: &str,
-) -> usize {
-    policy_events(client, namespace, policy)
-        .await
-        .iter()
-        .filter(|e| e.reason.as_deref() == Some(reason))
-        .count()
+pub async fn count_policy_events(client: &Client, namespace: &str, policy: &str, reason: &str) -> usize {
+    policy_events(client, namespace, policy).await.iter().filter(|e| e.reason.as_deref() == Some(reason)).count()
 }
 
 /// A condition of a policy's status, as (status, reason, message).
-pub fn condition(
-    policy: &election_operator::api::ElectionPolicy,
-    type_: &str,
-) -> Option<(String, String, String)> {
+pub fn condition(policy: &election_operator::api::ElectionPolicy, type_: &str) -> Option<(String, String, String)> {
     policy
         .status
         .as_ref()?
@@ -500,16 +402,13 @@ where
     F: Fn(&election_operator::api::ElectionPolicy) -> bool,
 {
     wait_for(&format!("{namespace}/{name}: {what}"), timeout, || async {
-        get_policy(client, namespace, name)
-            .await
-            .filter(|p| check(p))
+        get_policy(client, namespace, name).await.filter(|p| check(p))
     })
     .await
 }
 
 /// A Deployment as JSON.
 pub async fn get_deployment(client: &Client, namespace: &str, name: &str) -> Value {
-    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
-        kube::Api::namespaced(client.clone(), namespace);
+    let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(client.clone(), namespace);
     serde_json::to_value(api.get(name).await.expect("deployment exists")).unwrap()
 }

@@ -28,22 +28,14 @@ fn flags(lock_type: &str, name: &str, namespace: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_server_is_a_real_kubernetes_1_37() {
-    let version: Value =
-        serde_json::from_str(&kubectl_ok(&["version", "-o", "json"], None)).unwrap();
+    let version: Value = serde_json::from_str(&kubectl_ok(&["version", "-o", "json"], None)).unwrap();
     let server = version["serverVersion"]["gitVersion"].as_str().unwrap();
     assert!(server.starts_with("v1.37."), "server version {server}");
     assert_eq!(version["serverVersion"]["minor"], "37");
 
     let resources = kubectl_ok(&["api-resources", "-o", "name"], None);
-    for needed in [
-        "leases.coordination.k8s.io",
-        "deployments.apps",
-        "events.events.k8s.io",
-    ] {
-        assert!(
-            resources.lines().any(|r| r == needed),
-            "{needed} not served:\n{resources}"
-        );
+    for needed in ["leases.coordination.k8s.io", "deployments.apps", "events.events.k8s.io"] {
+        assert!(resources.lines().any(|r| r == needed), "{needed} not served:\n{resources}");
     }
 }
 
@@ -51,42 +43,22 @@ async fn the_server_is_a_real_kubernetes_1_37() {
 async fn deployments_roll_out_into_replica_sets_and_pods() {
     let ns = TestNamespace::new("rollout");
     kubectl_ok(
-        &[
-            "-n",
-            &ns.name,
-            "create",
-            "deployment",
-            "web",
-            "--image=registry.invalid/web:1",
-            "--replicas=2",
-        ],
+        &["-n", &ns.name, "create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2"],
         None,
     );
     let client = admin_client().await;
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client, &ns.name);
     wait_for("a ReplicaSet", Duration::from_secs(30), || async {
-        replica_sets
-            .list(&ListParams::default())
-            .await
-            .ok()
-            .filter(|l| !l.items.is_empty())
+        replica_sets.list(&ListParams::default()).await.ok().filter(|l| !l.items.is_empty())
     })
     .await;
     let listed = wait_for("two Pods", Duration::from_secs(30), || async {
-        pods.list(&ListParams::default())
-            .await
-            .ok()
-            .filter(|l| l.items.len() == 2)
+        pods.list(&ListParams::default()).await.ok().filter(|l| l.items.len() == 2)
     })
     .await;
     // There is no kubelet: Pods exist but never run.
-    assert!(
-        listed
-            .items
-            .iter()
-            .all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending"))
-    );
+    assert!(listed.items.iter().all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")));
 }
 
 #[tokio::test]
@@ -94,105 +66,49 @@ async fn three_electors_elect_one_leader_and_a_killed_leader_is_replaced_in_time
     let ns = TestNamespace::new("elect");
     let electors: Vec<Elector> = (0..3)
         .map(|i| {
-            Elector::spawn(
-                ElectorBuild::Current,
-                &format!("elector-{i}"),
-                &[],
-                &flags("leases", "lock", &ns.name),
-            )
+            Elector::spawn(ElectorBuild::Current, &format!("elector-{i}"), &[], &flags("leases", "lock", &ns.name))
         })
         .collect();
     let leases: Api<Lease> = Api::namespaced(admin_client().await, &ns.name);
     let holder = wait_for("a Lease holder", Duration::from_secs(20), || async {
-        leases
-            .get_opt("lock")
-            .await
-            .ok()
-            .flatten()?
-            .spec?
-            .holder_identity
+        leases.get_opt("lock").await.ok().flatten()?.spec?.holder_identity
     })
     .await;
     let mut leaders: Vec<Elector> = Vec::new();
     let mut others = Vec::new();
     for elector in electors {
-        if elector.identity == holder {
-            leaders.push(elector)
-        } else {
-            others.push(elector)
-        }
+        if elector.identity == holder { leaders.push(elector) } else { others.push(elector) }
     }
     let mut leader = leaders.pop().expect("the holder is one of ours");
-    leader
-        .wait_event("started_leading", Duration::from_secs(10))
-        .await;
+    leader.wait_event("started_leading", Duration::from_secs(10)).await;
     for other in &others {
-        other
-            .wait_event("new_leader", Duration::from_secs(10))
-            .await;
-        assert!(
-            !other.has_event("started_leading"),
-            "{} leads too",
-            other.identity
-        );
+        other.wait_event("new_leader", Duration::from_secs(10)).await;
+        assert!(!other.has_event("started_leading"), "{} leads too", other.identity);
     }
 
     let killed_at = Instant::now();
     leader.kill();
-    let successor = wait_for(
-        "another elector to take over",
-        LEASE + RETRY * 2 + Duration::from_secs(2),
-        || async {
-            others
-                .iter()
-                .find(|o| o.has_event("started_leading"))
-                .map(|o| o.identity.clone())
-        },
-    )
+    let successor = wait_for("another elector to take over", LEASE + RETRY * 2 + Duration::from_secs(2), || async {
+        others.iter().find(|o| o.has_event("started_leading")).map(|o| o.identity.clone())
+    })
     .await;
     let took = killed_at.elapsed();
-    println!(
-        "handover after SIGKILL took {took:?} (leaseDuration {LEASE:?}, retryPeriod {RETRY:?})"
-    );
+    println!("handover after SIGKILL took {took:?} (leaseDuration {LEASE:?}, retryPeriod {RETRY:?})");
     assert!(took <= LEASE + RETRY * 2, "handover took {took:?}");
-    let new_holder = leases
-        .get("lock")
-        .await
-        .unwrap()
-        .spec
-        .unwrap()
-        .holder_identity
-        .unwrap();
+    let new_holder = leases.get("lock").await.unwrap().spec.unwrap().holder_identity.unwrap();
     assert_eq!(new_holder, successor);
-    assert_eq!(
-        others
-            .iter()
-            .filter(|o| o.has_event("started_leading"))
-            .count(),
-        1,
-        "exactly one successor"
-    );
+    assert_eq!(others.iter().filter(|o| o.has_event("started_leading")).count(), 1, "exactly one successor");
 }
 
 #[tokio::test]
 async fn a_stopped_leader_leaves_its_lease_unrenewed() {
     let ns = TestNamespace::new("stop");
-    let leader = Elector::spawn(
-        ElectorBuild::Current,
-        "frozen",
-        &[],
-        &flags("leases", "lock", &ns.name),
-    );
-    leader
-        .wait_event("started_leading", Duration::from_secs(20))
-        .await;
+    let leader = Elector::spawn(ElectorBuild::Current, "frozen", &[], &flags("leases", "lock", &ns.name));
+    leader.wait_event("started_leading", Duration::from_secs(20)).await;
     let leases: Api<Lease> = Api::namespaced(admin_client().await, &ns.name);
     let renew_time = || async { leases.get("lock").await.ok()?.spec?.renew_time.map(|t| t.0) };
     let first = renew_time().await.unwrap();
-    wait_for("a renewal", Duration::from_secs(5), || async {
-        renew_time().await.filter(|t| *t != first)
-    })
-    .await;
+    wait_for("a renewal", Duration::from_secs(5), || async { renew_time().await.filter(|t| *t != first) }).await;
 
     leader.signal("STOP");
     // Any renewal in flight lands within a retry period; after that the record must stay
@@ -205,11 +121,7 @@ async fn a_stopped_leader_leaves_its_lease_unrenewed() {
     }
     let watch_until = Instant::now() + LEASE + RETRY * 2;
     while Instant::now() < watch_until {
-        assert_eq!(
-            renew_time().await.unwrap(),
-            frozen,
-            "a stopped process renewed its lease"
-        );
+        assert_eq!(renew_time().await.unwrap(), frozen, "a stopped process renewed its lease");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     leader.signal("CONT");
@@ -226,9 +138,7 @@ async fn the_legacy_elector_writes_the_annotation_record_on_endpoints_and_config
             &[],
             &flags(lock_type, lock_type, &ns.name),
         );
-        elector
-            .wait_event("started_leading", Duration::from_secs(60))
-            .await;
+        elector.wait_event("started_leading", Duration::from_secs(60)).await;
         let annotations = match lock_type {
             "endpoints" => {
                 Api::<Endpoints>::namespaced(client.clone(), &ns.name)
@@ -248,16 +158,10 @@ async fn the_legacy_elector_writes_the_annotation_record_on_endpoints_and_config
             }
         };
         let record: Value =
-            serde_json::from_str(&annotations.unwrap()["control-plane.alpha.kubernetes.io/leader"])
-                .unwrap();
+            serde_json::from_str(&annotations.unwrap()["control-plane.alpha.kubernetes.io/leader"]).unwrap();
         assert_eq!(record["holderIdentity"], format!("legacy-{lock_type}"));
         assert_eq!(record["leaseDurationSeconds"], 4);
         assert_eq!(record["leaderTransitions"], 0);
-        assert!(
-            record["renewTime"]
-                .as_str()
-                .is_some_and(|t| t.ends_with('Z')),
-            "{record}"
-        );
+        assert!(record["renewTime"].as_str().is_some_and(|t| t.ends_with('Z')), "{record}");
     }
 }

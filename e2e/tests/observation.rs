@@ -4,9 +4,8 @@
 use std::time::{Duration, Instant};
 
 use election_e2e::{
-    Elector, ElectorBuild, Operator, TestNamespace, admin_client, condition, count_policy_events,
-    get_deployment, injected_env, kubectl, kubectl_ok, policy_events, sample, wait_for,
-    wait_policy, wait_policy_event,
+    Elector, ElectorBuild, Operator, TestNamespace, admin_client, condition, count_policy_events, get_deployment,
+    injected_env, kubectl, kubectl_ok, policy_events, sample, wait_for, wait_policy, wait_policy_event,
 };
 use election_operator::api::PolicyState;
 use jiff::Timestamp;
@@ -30,13 +29,7 @@ struct App {
 }
 
 impl App {
-    async fn create(
-        client: &Client,
-        namespace: &str,
-        name: &str,
-        lock_type: &str,
-        replicas: usize,
-    ) -> App {
+    async fn create(client: &Client, namespace: &str, name: &str, lock_type: &str, replicas: usize) -> App {
         let deployment = json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": name, "labels": {"app": name}},
@@ -57,14 +50,8 @@ impl App {
                 "leaseDuration": TIMINGS.0, "renewDeadline": TIMINGS.1, "retryPeriod": TIMINGS.2,
             },
         });
-        kubectl_ok(
-            &["apply", "-n", namespace, "-f", "-"],
-            Some(&deployment.to_string()),
-        );
-        kubectl_ok(
-            &["apply", "-n", namespace, "-f", "-"],
-            Some(&policy.to_string()),
-        );
+        kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&deployment.to_string()));
+        kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&policy.to_string()));
         let env = wait_for("the injected configuration", SETTLE, || async {
             let env = injected_env(&get_deployment(client, namespace, name).await, 0);
             (!env.is_empty()).then_some(env)
@@ -72,30 +59,18 @@ impl App {
         .await;
         let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
         let pods = wait_for("Pods of the configured template", SETTLE, || async {
-            let list = pods
-                .list(&ListParams::default().labels(&format!("app={name}")))
-                .await
-                .ok()?;
+            let list = pods.list(&ListParams::default().labels(&format!("app={name}"))).await.ok()?;
             let configured: Vec<String> = list
                 .items
                 .iter()
                 .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter(|p| {
-                    serde_json::to_string(&p.spec)
-                        .unwrap()
-                        .contains("LEADER_ELECTION_LOCK_NAME")
-                })
+                .filter(|p| serde_json::to_string(&p.spec).unwrap().contains("LEADER_ELECTION_LOCK_NAME"))
                 .filter_map(|p| p.metadata.name.clone())
                 .collect();
             (configured.len() == replicas).then_some(configured)
         })
         .await;
-        App {
-            namespace: namespace.into(),
-            name: name.into(),
-            env,
-            pods,
-        }
+        App { namespace: namespace.into(), name: name.into(), env, pods }
     }
 
     fn elector(&self, build: ElectorBuild, pod: usize, args: &[&str]) -> Elector {
@@ -111,27 +86,15 @@ async fn started_operator(args: &[&str]) -> Operator {
 }
 
 async fn wait_leader(client: &Client, app: &App, state: PolicyState) -> String {
-    let policy = wait_policy(
-        client,
-        &app.namespace,
-        &app.name,
-        &format!("a leader, {state:?}"),
-        SETTLE,
-        |p| {
-            p.status
-                .as_ref()
-                .is_some_and(|s| !s.leader.is_empty() && s.state == Some(state))
-        },
-    )
+    let policy = wait_policy(client, &app.namespace, &app.name, &format!("a leader, {state:?}"), SETTLE, |p| {
+        p.status.as_ref().is_some_and(|s| !s.leader.is_empty() && s.state == Some(state))
+    })
     .await;
     policy.status.unwrap().leader
 }
 
 async fn lease_renew_time(client: &Client, namespace: &str, name: &str) -> Option<Timestamp> {
-    let lease = Api::<Lease>::namespaced(client.clone(), namespace)
-        .get(name)
-        .await
-        .ok()?;
+    let lease = Api::<Lease>::namespaced(client.clone(), namespace).get(name).await.ok()?;
     lease.spec?.renew_time.map(|t| t.0)
 }
 
@@ -141,9 +104,7 @@ async fn the_leader_is_shown_and_a_killed_leader_is_replaced() {
     let operator = started_operator(&[]).await;
     let client = admin_client().await;
     let app = App::create(&client, &ns.name, "payments", "Lease", 3).await;
-    let mut electors: Vec<Elector> = (0..3)
-        .map(|i| app.elector(ElectorBuild::Current, i, &[]))
-        .collect();
+    let mut electors: Vec<Elector> = (0..3).map(|i| app.elector(ElectorBuild::Current, i, &[])).collect();
 
     let leader = wait_leader(&client, &app, PolicyState::Healthy).await;
     assert!(app.pods.contains(&leader));
@@ -151,15 +112,7 @@ async fn the_leader_is_shown_and_a_killed_leader_is_replaced() {
     let row = table.lines().nth(1).unwrap();
     assert!(row.contains(&leader) && row.contains("Healthy"), "{table}");
     println!("{table}");
-    wait_policy_event(
-        &client,
-        &ns.name,
-        "payments",
-        "LeaderElected",
-        &leader,
-        SETTLE,
-    )
-    .await;
+    wait_policy_event(&client, &ns.name, "payments", "LeaderElected", &leader, SETTLE).await;
 
     // Steady renewals cost no status writes.
     let writes = |text: &str| sample(text, "election_status_writes_total").unwrap_or(0.0);
@@ -177,44 +130,21 @@ async fn the_leader_is_shown_and_a_killed_leader_is_replaced() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let after = writes(&operator.metrics().await);
-    println!(
-        "status writes during {renewals} plain renewals: {}",
-        after - before
-    );
+    println!("status writes during {renewals} plain renewals: {}", after - before);
     assert!(renewals >= 3, "the leader kept renewing");
     assert_eq!(after, before, "a plain renewal wrote the status");
 
     let index = electors.iter().position(|e| e.identity == leader).unwrap();
     electors[index].kill();
-    let changed = wait_policy_event(
-        &client,
-        &ns.name,
-        "payments",
-        "LeaderChanged",
-        &format!("{leader} -> "),
-        SETTLE,
-    )
-    .await;
+    let changed =
+        wait_policy_event(&client, &ns.name, "payments", "LeaderChanged", &format!("{leader} -> "), SETTLE).await;
     let successor = wait_leader(&client, &app, PolicyState::Healthy).await;
     assert_ne!(successor, leader);
-    assert!(
-        changed
-            .note
-            .unwrap()
-            .contains(&format!("{leader} -> {successor}"))
-    );
-    let policy = election_e2e::get_policy(&client, &ns.name, "payments")
-        .await
-        .unwrap();
+    assert!(changed.note.unwrap().contains(&format!("{leader} -> {successor}")));
+    let policy = election_e2e::get_policy(&client, &ns.name, "payments").await.unwrap();
     assert_eq!(policy.status.unwrap().leader_transitions, Some(1));
-    assert_eq!(
-        count_policy_events(&client, &ns.name, "payments", "LeaderElected").await,
-        1
-    );
-    assert_eq!(
-        count_policy_events(&client, &ns.name, "payments", "LeaderChanged").await,
-        1
-    );
+    assert_eq!(count_policy_events(&client, &ns.name, "payments", "LeaderElected").await, 1);
+    assert_eq!(count_policy_events(&client, &ns.name, "payments", "LeaderChanged").await, 1);
 }
 
 #[tokio::test]
@@ -230,26 +160,14 @@ async fn a_stopped_leader_is_stale_within_a_second_of_its_deadline_and_a_new_one
     // lock (a new lock is found by a probe, up to 500 ms after its creation).
     let seen = lease_renew_time(&client, &ns.name, "scheduler").await;
     wait_for("a renewal", SETTLE, || async {
-        lease_renew_time(&client, &ns.name, "scheduler")
-            .await
-            .filter(|t| Some(*t) != seen)
+        lease_renew_time(&client, &ns.name, "scheduler").await.filter(|t| Some(*t) != seen)
     })
     .await;
 
     frozen.signal("STOP");
-    let stale = wait_policy_event(
-        &client,
-        &ns.name,
-        "scheduler",
-        "LeaseStale",
-        &leader,
-        LEASE + SETTLE,
-    )
-    .await;
+    let stale = wait_policy_event(&client, &ns.name, "scheduler", "LeaseStale", &leader, LEASE + SETTLE).await;
     // The holder runs on this machine, so its renewTime is on the same clock as the Event's.
-    let last_renewal = lease_renew_time(&client, &ns.name, "scheduler")
-        .await
-        .unwrap();
+    let last_renewal = lease_renew_time(&client, &ns.name, "scheduler").await.unwrap();
     let deadline = last_renewal + LEASE;
     let fired = stale.event_time.as_ref().unwrap().0;
     let delay = fired.duration_since(deadline);
@@ -257,18 +175,9 @@ async fn a_stopped_leader_is_stale_within_a_second_of_its_deadline_and_a_new_one
         "SIGSTOP -> LeaseStale: {:.0} ms after the deadline (last renewal {last_renewal}, leaseDuration {LEASE:?})",
         delay.as_secs_f64() * 1000.0
     );
-    assert!(
-        delay.as_secs_f64() >= -0.05,
-        "LeaseStale before the deadline: {delay:?}"
-    );
-    assert!(
-        delay.as_secs_f64() <= 1.0,
-        "LeaseStale {delay:?} after the deadline"
-    );
-    assert!(
-        stale.note.as_deref().unwrap().contains("since"),
-        "{stale:?}"
-    );
+    assert!(delay.as_secs_f64() >= -0.05, "LeaseStale before the deadline: {delay:?}");
+    assert!(delay.as_secs_f64() <= 1.0, "LeaseStale {delay:?} after the deadline");
+    assert!(stale.note.as_deref().unwrap().contains("since"), "{stale:?}");
 
     let policy = wait_policy(&client, &ns.name, "scheduler", "Stale", SETTLE, |p| {
         p.status.as_ref().and_then(|s| s.state) == Some(PolicyState::Stale)
@@ -277,41 +186,17 @@ async fn a_stopped_leader_is_stale_within_a_second_of_its_deadline_and_a_new_one
     assert_eq!(condition(&policy, "LeaderHealthy").unwrap().1, "LeaseStale");
     // Scripts can wait for it.
     let waited = kubectl(
-        &[
-            "wait",
-            "-n",
-            &ns.name,
-            "--for=condition=LeaderHealthy=false",
-            "elp/scheduler",
-            "--timeout=10s",
-        ],
+        &["wait", "-n", &ns.name, "--for=condition=LeaderHealthy=false", "elp/scheduler", "--timeout=10s"],
         None,
     );
-    assert!(
-        waited.status.success(),
-        "{}",
-        String::from_utf8_lossy(&waited.stderr)
-    );
+    assert!(waited.status.success(), "{}", String::from_utf8_lossy(&waited.stderr));
 
     // A new replica takes the expired lease: a transition, and healthy again.
     let _successor = app.elector(ElectorBuild::Current, 1, &[]);
-    wait_policy_event(
-        &client,
-        &ns.name,
-        "scheduler",
-        "LeaderChanged",
-        &format!("{leader} -> {}", app.pods[1]),
-        SETTLE,
-    )
-    .await;
-    assert_eq!(
-        wait_leader(&client, &app, PolicyState::Healthy).await,
-        app.pods[1]
-    );
-    assert_eq!(
-        count_policy_events(&client, &ns.name, "scheduler", "LeaseRecovered").await,
-        0
-    );
+    wait_policy_event(&client, &ns.name, "scheduler", "LeaderChanged", &format!("{leader} -> {}", app.pods[1]), SETTLE)
+        .await;
+    assert_eq!(wait_leader(&client, &app, PolicyState::Healthy).await, app.pods[1]);
+    assert_eq!(count_policy_events(&client, &ns.name, "scheduler", "LeaseRecovered").await, 0);
     frozen.signal("CONT");
 }
 
@@ -324,41 +209,13 @@ async fn the_same_holder_renewing_after_a_stale_spell_is_a_recovery() {
     let elector = app.elector(ElectorBuild::Current, 0, &[]);
     let leader = wait_leader(&client, &app, PolicyState::Healthy).await;
     elector.signal("STOP");
-    wait_policy_event(
-        &client,
-        &ns.name,
-        "batch",
-        "LeaseStale",
-        &leader,
-        LEASE + SETTLE,
-    )
-    .await;
+    wait_policy_event(&client, &ns.name, "batch", "LeaseStale", &leader, LEASE + SETTLE).await;
     elector.signal("CONT");
-    let recovered = wait_policy_event(
-        &client,
-        &ns.name,
-        "batch",
-        "LeaseRecovered",
-        &leader,
-        SETTLE,
-    )
-    .await;
+    let recovered = wait_policy_event(&client, &ns.name, "batch", "LeaseRecovered", &leader, SETTLE).await;
     assert!(recovered.note.unwrap().contains("stale since"));
-    assert_eq!(
-        wait_leader(&client, &app, PolicyState::Healthy).await,
-        leader
-    );
-    let waited = kubectl(
-        &[
-            "wait",
-            "-n",
-            &ns.name,
-            "--for=condition=LeaderHealthy=true",
-            "elp/batch",
-            "--timeout=10s",
-        ],
-        None,
-    );
+    assert_eq!(wait_leader(&client, &app, PolicyState::Healthy).await, leader);
+    let waited =
+        kubectl(&["wait", "-n", &ns.name, "--for=condition=LeaderHealthy=true", "elp/batch", "--timeout=10s"], None);
     assert!(waited.status.success());
 }
 
@@ -367,32 +224,15 @@ async fn legacy_endpoints_and_configmap_locks_are_observed() {
     let ns = TestNamespace::new("legacy");
     let _operator = started_operator(&["--legacy-locks"]).await;
     let client = admin_client().await;
-    for (lock_type, name) in [
-        ("Endpoints", "old-endpoints"),
-        ("ConfigMap", "old-configmap"),
-    ] {
+    for (lock_type, name) in [("Endpoints", "old-endpoints"), ("ConfigMap", "old-configmap")] {
         let app = App::create(&client, &ns.name, name, lock_type, 2).await;
-        let expected_type = if lock_type == "Endpoints" {
-            "endpoints"
-        } else {
-            "configmaps"
-        };
-        assert!(
-            app.env
-                .contains(&("LEADER_ELECTION_LOCK_TYPE".into(), expected_type.into())),
-            "{:?}",
-            app.env
-        );
+        let expected_type = if lock_type == "Endpoints" { "endpoints" } else { "configmaps" };
+        assert!(app.env.contains(&("LEADER_ELECTION_LOCK_TYPE".into(), expected_type.into())), "{:?}", app.env);
         let mut first = app.elector(ElectorBuild::Legacy, 0, &[]);
         let _second = app.elector(ElectorBuild::Legacy, 1, &[]);
         let leader = wait_leader(&client, &app, PolicyState::Healthy).await;
-        let policy = election_e2e::get_policy(&client, &ns.name, name)
-            .await
-            .unwrap();
-        assert_eq!(
-            policy.status.unwrap().lock.unwrap(),
-            format!("{expected_type}/{}/{name}", ns.name)
-        );
+        let policy = election_e2e::get_policy(&client, &ns.name, name).await.unwrap();
+        assert_eq!(policy.status.unwrap().lock.unwrap(), format!("{expected_type}/{}/{name}", ns.name));
         if leader == first.identity {
             first.kill();
             wait_policy_event(
@@ -421,32 +261,19 @@ async fn holders_with_skewed_clocks_raise_no_false_alarm() {
     wait_leader(&client, &behind, PolicyState::Healthy).await;
     let renew = lease_renew_time(&client, &ns.name, "ahead").await.unwrap();
     let skew = renew.duration_since(Timestamp::now()).as_secs_f64();
-    assert!(
-        (590.0..610.0).contains(&skew),
-        "the holder writes times 10 minutes ahead ({skew:.0} s)"
-    );
+    assert!((590.0..610.0).contains(&skew), "the holder writes times 10 minutes ahead ({skew:.0} s)");
 
     // Three lease durations of renewals: healthy throughout, no LeaseStale.
     let until = Instant::now() + LEASE * 3;
     while Instant::now() < until {
         for app in [&ahead, &behind] {
-            let policy = election_e2e::get_policy(&client, &ns.name, &app.name)
-                .await
-                .unwrap();
-            assert_eq!(
-                policy.status.unwrap().state,
-                Some(PolicyState::Healthy),
-                "{} went unhealthy",
-                app.name
-            );
+            let policy = election_e2e::get_policy(&client, &ns.name, &app.name).await.unwrap();
+            assert_eq!(policy.status.unwrap().state, Some(PolicyState::Healthy), "{} went unhealthy", app.name);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     for app in [&ahead, &behind] {
-        assert_eq!(
-            count_policy_events(&client, &ns.name, &app.name, "LeaseStale").await,
-            0
-        );
+        assert_eq!(count_policy_events(&client, &ns.name, &app.name, "LeaseStale").await, 0);
     }
 }
 
@@ -459,15 +286,7 @@ async fn a_restarted_operator_reports_what_happened_while_it_was_down_once() {
     let mut first = app.elector(ElectorBuild::Current, 0, &[]);
     wait_leader(&client, &app, PolicyState::Healthy).await;
     let _second = app.elector(ElectorBuild::Current, 1, &[]);
-    wait_policy_event(
-        &client,
-        &ns.name,
-        "worker",
-        "LeaderElected",
-        &app.pods[0],
-        SETTLE,
-    )
-    .await;
+    wait_policy_event(&client, &ns.name, "worker", "LeaderElected", &app.pods[0], SETTLE).await;
 
     // A restart with nothing changed repeats nothing and raises no false staleness.
     operator.kill();
@@ -478,27 +297,17 @@ async fn a_restarted_operator_reports_what_happened_while_it_was_down_once() {
         (restarted.elapsed() > LEASE + Duration::from_secs(1)).then_some(())
     })
     .await;
-    assert_eq!(
-        count_policy_events(&client, &ns.name, "worker", "LeaderElected").await,
-        1
-    );
-    assert_eq!(
-        count_policy_events(&client, &ns.name, "worker", "LeaseStale").await,
-        0
-    );
+    assert_eq!(count_policy_events(&client, &ns.name, "worker", "LeaderElected").await, 1);
+    assert_eq!(count_policy_events(&client, &ns.name, "worker", "LeaseStale").await, 0);
 
     // A transition while the operator is down is reported once it is back.
     operator.kill();
     first.kill();
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
-    wait_for(
-        "the second replica to take the lease",
-        LEASE + SETTLE,
-        || async {
-            let holder = leases.get("worker").await.ok()?.spec?.holder_identity?;
-            (holder == app.pods[1]).then_some(())
-        },
-    )
+    wait_for("the second replica to take the lease", LEASE + SETTLE, || async {
+        let holder = leases.get("worker").await.ok()?.spec?.holder_identity?;
+        (holder == app.pods[1]).then_some(())
+    })
     .await;
     let _operator = started_operator(&[]).await;
     wait_policy_event(
@@ -510,15 +319,8 @@ async fn a_restarted_operator_reports_what_happened_while_it_was_down_once() {
         SETTLE,
     )
     .await;
-    assert_eq!(
-        wait_leader(&client, &app, PolicyState::Healthy).await,
-        app.pods[1]
-    );
+    assert_eq!(wait_leader(&client, &app, PolicyState::Healthy).await, app.pods[1]);
     let events = policy_events(&client, &ns.name, "worker").await;
-    let reasons: Vec<_> = events
-        .iter()
-        .filter_map(|e| e.reason.clone())
-        .filter(|r| r.starts_with("Leader"))
-        .collect();
+    let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).filter(|r| r.starts_with("Leader")).collect();
     assert_eq!(reasons, ["LeaderElected", "LeaderChanged"], "{events:?}");
 }

@@ -1,35 +1,12 @@
 //! The ElectionPolicy API as users meet it through kubectl: validation at apply time with
 //! messages that name the rule, `kubectl explain`, and the printed columns.
 
-use election_e2e::{TestNamespace, kubectl, kubectl_ok, repo_root};
+use election_e2e::{TestNamespace, install_crd, kubectl, kubectl_ok};
 
 fn policy(name: &str, spec_tail: &str) -> String {
     format!(
         "apiVersion: election.dev/v1alpha1\nkind: ElectionPolicy\nmetadata:\n  name: {name}\nspec:\n  selector:\n    matchLabels: {{app: demo}}\n  lock:\n    name: demo-lock\n{spec_tail}"
     )
-}
-
-fn install_crd() {
-    let crd = repo_root().join("crds/electionpolicies.election.dev.yaml");
-    kubectl_ok(
-        &[
-            "apply",
-            "--server-side",
-            "--force-conflicts",
-            "-f",
-            crd.to_str().unwrap(),
-        ],
-        None,
-    );
-    kubectl_ok(
-        &[
-            "wait",
-            "--for=condition=Established",
-            "crd/electionpolicies.election.dev",
-            "--timeout=30s",
-        ],
-        None,
-    );
 }
 
 /// The table users see: each invalid spec, and the message kubectl prints for it.
@@ -86,10 +63,8 @@ async fn invalid_specs_are_rejected_at_apply_with_a_message_naming_the_rule() {
     install_crd();
     let ns = TestNamespace::new("invalid");
     let mut table = vec![];
-    let mut cases: Vec<(String, String, &str)> = INVALID_SPECS
-        .iter()
-        .map(|(n, s, m)| (n.to_string(), policy(n, s), *m))
-        .collect();
+    let mut cases: Vec<(String, String, &str)> =
+        INVALID_SPECS.iter().map(|(n, s, m)| (n.to_string(), policy(n, s), *m)).collect();
     // Specs whose lock or selector, not timings, is wrong.
     let whole = |name: &str, lock: &str, selector: &str| {
         format!(
@@ -98,31 +73,22 @@ async fn invalid_specs_are_rejected_at_apply_with_a_message_naming_the_rule() {
     };
     cases.push((
         "bad-lock-name".into(),
-        whole(
-            "bad-lock-name",
-            "{name: Payments_Lock}",
-            "{matchLabels: {app: demo}}",
-        ),
+        whole("bad-lock-name", "{name: Payments_Lock}", "{matchLabels: {app: demo}}"),
         "spec.lock.name: Invalid value: \"Payments_Lock\": lock.name must be a DNS-1123 subdomain",
     ));
     cases.push((
         "bad-lock-namespace".into(),
-        whole(
-            "bad-lock-namespace",
-            "{name: l, namespace: Team_A}",
-            "{matchLabels: {app: demo}}",
-        ),
+        whole("bad-lock-namespace", "{name: l, namespace: Team_A}", "{matchLabels: {app: demo}}"),
         "spec.lock.namespace: Invalid value: \"Team_A\": lock.namespace must be a DNS-1123 label",
     ));
-    cases.push(("bad-lock-kind".into(), whole("bad-lock-kind", "{name: l, type: Secret}", "{matchLabels: {app: demo}}"),
-        "spec.lock.type: Unsupported value: \"Secret\": supported values: \"Lease\", \"Endpoints\", \"ConfigMap\""));
+    cases.push((
+        "bad-lock-kind".into(),
+        whole("bad-lock-kind", "{name: l, type: Secret}", "{matchLabels: {app: demo}}"),
+        "spec.lock.type: Unsupported value: \"Secret\": supported values: \"Lease\", \"Endpoints\", \"ConfigMap\"",
+    ));
     cases.push((
         "missing-lock-name".into(),
-        whole(
-            "missing-lock-name",
-            "{type: Lease}",
-            "{matchLabels: {app: demo}}",
-        ),
+        whole("missing-lock-name", "{type: Lease}", "{matchLabels: {app: demo}}"),
         "spec.lock.name: Required value",
     ));
     cases.push((
@@ -132,20 +98,12 @@ async fn invalid_specs_are_rejected_at_apply_with_a_message_naming_the_rule() {
     ));
     cases.push((
         "bad-operator".into(),
-        whole(
-            "bad-operator",
-            "{name: l}",
-            "{matchExpressions: [{key: app, operator: Near, values: [x]}]}",
-        ),
+        whole("bad-operator", "{name: l}", "{matchExpressions: [{key: app, operator: Near, values: [x]}]}"),
         "selector.matchExpressions operator must be one of In, NotIn, Exists, DoesNotExist",
     ));
     cases.push((
         "in-without-values".into(),
-        whole(
-            "in-without-values",
-            "{name: l}",
-            "{matchExpressions: [{key: app, operator: In}]}",
-        ),
+        whole("in-without-values", "{name: l}", "{matchExpressions: [{key: app, operator: In}]}"),
         "In and NotIn need values, Exists and DoesNotExist take none",
     ));
     assert!(cases.len() >= 10);
@@ -154,22 +112,13 @@ async fn invalid_specs_are_rejected_at_apply_with_a_message_naming_the_rule() {
         let output = kubectl(&["apply", "-n", &ns.name, "-f", "-"], Some(manifest));
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(!output.status.success(), "{name} was accepted:\n{manifest}");
-        assert!(
-            stderr.contains(expected),
-            "{name}: expected {expected:?} in:\n{stderr}"
-        );
+        assert!(stderr.contains(expected), "{name}: expected {expected:?} in:\n{stderr}");
         table.push(format!("| {name} | {} |", expected.replace('|', "\\|")));
     }
-    println!(
-        "| spec | kubectl apply says |\n|---|---|\n{}",
-        table.join("\n")
-    );
+    println!("| spec | kubectl apply says |\n|---|---|\n{}", table.join("\n"));
 
     // And a valid one is accepted, with client-go's defaults filled in.
-    kubectl_ok(
-        &["apply", "-n", &ns.name, "-f", "-"],
-        Some(&policy("valid", "")),
-    );
+    kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&policy("valid", "")));
     let durations = kubectl_ok(
         &[
             "get",
@@ -188,43 +137,25 @@ async fn invalid_specs_are_rejected_at_apply_with_a_message_naming_the_rule() {
 #[tokio::test]
 async fn kubectl_explain_shows_the_field_docs() {
     install_crd();
-    let explained = election_e2e::wait_for(
-        "kubectl explain to know the CRD",
-        std::time::Duration::from_secs(30),
-        || async {
+    let explained =
+        election_e2e::wait_for("kubectl explain to know the CRD", std::time::Duration::from_secs(30), || async {
             let output = kubectl(&["explain", "electionpolicy.spec.leaseDuration"], None);
-            output
-                .status
-                .success()
-                .then(|| String::from_utf8_lossy(&output.stdout).into_owned())
-        },
-    )
-    .await;
-    assert!(
-        explained.contains("How long non-leaders wait after the last observed renewal"),
-        "{explained}"
-    );
+            output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
+        })
+        .await;
+    assert!(explained.contains("How long non-leaders wait after the last observed renewal"), "{explained}");
     assert!(explained.contains("Default 15s"), "{explained}");
     let lock = kubectl_ok(&["explain", "elp.spec.lock.type"], None);
-    assert!(
-        lock.contains("control-plane.alpha.kubernetes.io/leader"),
-        "{lock}"
-    );
+    assert!(lock.contains("control-plane.alpha.kubernetes.io/leader"), "{lock}");
 }
 
 #[tokio::test]
 async fn kubectl_get_prints_the_contract_columns() {
     install_crd();
     let ns = TestNamespace::new("columns");
-    kubectl_ok(
-        &["apply", "-n", &ns.name, "-f", "-"],
-        Some(&policy("columns", "")),
-    );
+    kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&policy("columns", "")));
     let table = kubectl_ok(&["get", "elp", "-n", &ns.name], None);
     let header: Vec<&str> = table.lines().next().unwrap().split_whitespace().collect();
-    assert_eq!(
-        header,
-        ["NAME", "LEADER", "STATE", "TRANSITIONS", "LOCK", "AGE"]
-    );
+    assert_eq!(header, ["NAME", "LEADER", "STATE", "TRANSITIONS", "LOCK", "AGE"]);
     assert!(table.contains("demo-lock"), "{table}");
 }

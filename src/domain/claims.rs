@@ -33,8 +33,7 @@ impl Claimant<'_> {
             (None, Some(_)) => Ordering::Greater,
             (None, None) => Ordering::Equal,
         };
-        time.then_with(|| (self.namespace, self.name).cmp(&(other.namespace, other.name)))
-            == Ordering::Less
+        time.then_with(|| (self.namespace, self.name).cmp(&(other.namespace, other.name))) == Ordering::Less
     }
 
     fn is(&self, other: &Claimant<'_>) -> bool {
@@ -64,17 +63,8 @@ pub fn find_conflict<'a, L>(
 where
     L: IntoIterator<Item = (&'a str, &'a std::collections::BTreeMap<String, String>)> + Clone,
 {
-    let mut older: Vec<Claimant<'a>> = others
-        .into_iter()
-        .filter(|o| !o.is(me) && o.precedes(me))
-        .collect();
-    older.sort_by(|a, b| {
-        if a.precedes(b) {
-            Ordering::Less
-        } else {
-            Ordering::Greater
-        }
-    });
+    let mut older: Vec<Claimant<'a>> = others.into_iter().filter(|o| !o.is(me) && o.precedes(me)).collect();
+    older.sort_by(|a, b| if a.precedes(b) { Ordering::Less } else { Ordering::Greater });
 
     for other in &older {
         if other.lock == me.lock {
@@ -90,10 +80,7 @@ where
     if !me.injects() {
         return None;
     }
-    for other in older
-        .iter()
-        .filter(|o| o.namespace == me.namespace && o.injects())
-    {
+    for other in older.iter().filter(|o| o.namespace == me.namespace && o.injects()) {
         let shared = deployments
             .clone()
             .into_iter()
@@ -119,23 +106,14 @@ mod tests {
     use crate::api::LockType;
 
     fn lock(name: &str) -> LockKey {
-        LockKey {
-            type_: LockType::Lease,
-            namespace: "ns".into(),
-            name: name.into(),
-        }
+        LockKey { type_: LockType::Lease, namespace: "ns".into(), name: name.into() }
     }
 
     fn selector(app: &str) -> Selector {
         [("app".to_string(), app.to_string())].into_iter().collect()
     }
 
-    fn claimant<'a>(
-        name: &'a str,
-        second: i64,
-        lock: &'a LockKey,
-        selector: &'a Selector,
-    ) -> Claimant<'a> {
+    fn claimant<'a>(name: &'a str, second: i64, lock: &'a LockKey, selector: &'a Selector) -> Claimant<'a> {
         Claimant {
             namespace: "ns",
             name,
@@ -155,10 +133,7 @@ mod tests {
         let conflict = find_conflict(&young, [old.clone(), young.clone()], none.clone()).unwrap();
         assert_eq!(conflict.winner, "ns/old");
         assert!(conflict.message.contains("leases/ns/l"));
-        assert_eq!(
-            find_conflict(&old, [old.clone(), young.clone()], none),
-            None
-        );
+        assert_eq!(find_conflict(&old, [old.clone(), young.clone()], none), None);
     }
 
     #[test]

@@ -45,26 +45,16 @@ pub const ENV_IDENTITY: &str = "LEADER_ELECTION_IDENTITY";
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InjectionError {
     #[error("Deployment {deployment} has no container named {missing:?} (it has {available:?})")]
-    ContainerNotFound {
-        deployment: String,
-        missing: Vec<String>,
-        available: Vec<String>,
-    },
+    ContainerNotFound { deployment: String, missing: Vec<String>, available: Vec<String> },
     #[error("Deployment {deployment} has no containers")]
     NoContainers { deployment: String },
-    #[error(
-        "Deployment {deployment}: annotation {INJECTED_ARGS_ANNOTATION} is not valid JSON: {reason}"
-    )]
+    #[error("Deployment {deployment}: annotation {INJECTED_ARGS_ANNOTATION} is not valid JSON: {reason}")]
     CorruptRecord { deployment: String, reason: String },
 }
 
 /// The LEADER_ELECTION_* variables of the contract, in a fixed order.
 pub fn render_env(policy: &ValidPolicy) -> Vec<EnvVar> {
-    let plain = |name: &str, value: &str| EnvVar {
-        name: name.into(),
-        value: Some(value.into()),
-        value_from: None,
-    };
+    let plain = |name: &str, value: &str| EnvVar { name: name.into(), value: Some(value.into()), value_from: None };
     vec![
         plain(ENV_LOCK_TYPE, resource_name(policy.lock.type_)),
         plain(ENV_LOCK_NAME, &policy.lock.name),
@@ -92,33 +82,17 @@ pub fn render_env(policy: &ValidPolicy) -> Vec<EnvVar> {
 pub fn render_args(policy: &ValidPolicy) -> Vec<String> {
     vec![
         "--leader-elect=true".into(),
-        format!(
-            "--leader-elect-resource-lock={}",
-            resource_name(policy.lock.type_)
-        ),
+        format!("--leader-elect-resource-lock={}", resource_name(policy.lock.type_)),
         format!("--leader-elect-resource-name={}", policy.lock.name),
-        format!(
-            "--leader-elect-resource-namespace={}",
-            policy.lock.namespace
-        ),
-        format!(
-            "--leader-elect-lease-duration={}",
-            policy.lease_duration.trim()
-        ),
-        format!(
-            "--leader-elect-renew-deadline={}",
-            policy.renew_deadline.trim()
-        ),
+        format!("--leader-elect-resource-namespace={}", policy.lock.namespace),
+        format!("--leader-elect-lease-duration={}", policy.lease_duration.trim()),
+        format!("--leader-elect-renew-deadline={}", policy.renew_deadline.trim()),
         format!("--leader-elect-retry-period={}", policy.retry_period.trim()),
     ]
 }
 
 /// The apply configuration that gives `deployment` the policy's configuration.
-pub fn apply_config(
-    deployment: &Deployment,
-    policy_name: &str,
-    policy: &ValidPolicy,
-) -> Result<Value, InjectionError> {
+pub fn apply_config(deployment: &Deployment, policy_name: &str, policy: &ValidPolicy) -> Result<Value, InjectionError> {
     let name = deployment_name(deployment);
     let containers = template_containers(deployment);
     if containers.is_empty() {
@@ -127,11 +101,8 @@ pub fn apply_config(
     let targets: Vec<&str> = match &policy.injection.containers {
         None => containers.iter().map(|c| c.name.as_str()).collect(),
         Some(wanted) => {
-            let missing: Vec<String> = wanted
-                .iter()
-                .filter(|w| !containers.iter().any(|c| &c.name == *w))
-                .cloned()
-                .collect();
+            let missing: Vec<String> =
+                wanted.iter().filter(|w| !containers.iter().any(|c| &c.name == *w)).cloned().collect();
             if !missing.is_empty() {
                 return Err(InjectionError::ContainerNotFound {
                     deployment: name,
@@ -173,17 +144,12 @@ pub fn apply_config(
     let mut annotations = serde_json::Map::new();
     annotations.insert(POLICY_ANNOTATION.into(), json!(policy_name));
     if !new_flags.is_empty() {
-        annotations.insert(
-            INJECTED_ARGS_ANNOTATION.into(),
-            json!(serde_json::to_string(&new_flags).unwrap_or_default()),
-        );
+        annotations
+            .insert(INJECTED_ARGS_ANNOTATION.into(), json!(serde_json::to_string(&new_flags).unwrap_or_default()));
     }
     let mut config = skeleton(deployment);
     config["spec"] = json!({ "template": { "spec": { "containers": applied } } });
-    annotations.insert(
-        FINGERPRINT_ANNOTATION.into(),
-        json!(fingerprint(&config["spec"], policy_name)),
-    );
+    annotations.insert(FINGERPRINT_ANNOTATION.into(), json!(fingerprint(&config["spec"], policy_name)));
     config["metadata"]["annotations"] = Value::Object(annotations);
     Ok(config)
 }
@@ -213,17 +179,9 @@ pub fn is_applied(deployment: &Deployment, config: &Value) -> bool {
     let annotations = deployment.metadata.annotations.as_ref();
     let wanted = config["metadata"]["annotations"].as_object();
     let annotations_match = match (annotations, wanted) {
-        (Some(live), Some(wanted)) => wanted
-            .iter()
-            .all(|(k, v)| live.get(k).map(String::as_str) == v.as_str()),
+        (Some(live), Some(wanted)) => wanted.iter().all(|(k, v)| live.get(k).map(String::as_str) == v.as_str()),
         (_, None) => annotations.is_none_or(|a| {
-            ![
-                POLICY_ANNOTATION,
-                FINGERPRINT_ANNOTATION,
-                INJECTED_ARGS_ANNOTATION,
-            ]
-            .iter()
-            .any(|k| a.contains_key(*k))
+            ![POLICY_ANNOTATION, FINGERPRINT_ANNOTATION, INJECTED_ARGS_ANNOTATION].iter().any(|k| a.contains_key(*k))
         }),
         (None, Some(_)) => false,
     };
@@ -233,24 +191,14 @@ pub fn is_applied(deployment: &Deployment, config: &Value) -> bool {
     // The fingerprint says what was applied; the containers say whether it is still there
     // (someone may have edited the variables away).
     let live = template_containers(deployment);
-    let wanted = config["spec"]["template"]["spec"]["containers"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    let wanted = config["spec"]["template"]["spec"]["containers"].as_array().cloned().unwrap_or_default();
     wanted.iter().all(|want| {
-        let Some(container) = live
-            .iter()
-            .find(|c| Some(c.name.as_str()) == want["name"].as_str())
-        else {
+        let Some(container) = live.iter().find(|c| Some(c.name.as_str()) == want["name"].as_str()) else {
             return false;
         };
         let env_ok = want["env"].as_array().is_none_or(|vars| {
             vars.iter().all(|var| {
-                container
-                    .env
-                    .iter()
-                    .flatten()
-                    .any(|live| serde_json::to_value(live).ok().as_ref() == Some(var))
+                container.env.iter().flatten().any(|live| serde_json::to_value(live).ok().as_ref() == Some(var))
             })
         });
         let args_ok = want["args"].as_array().is_none_or(|args| {
@@ -263,21 +211,11 @@ pub fn is_applied(deployment: &Deployment, config: &Value) -> bool {
 
 /// The policy whose configuration a Deployment carries, if any.
 pub fn injected_by(deployment: &Deployment) -> Option<&str> {
-    deployment
-        .metadata
-        .annotations
-        .as_ref()?
-        .get(POLICY_ANNOTATION)
-        .map(String::as_str)
+    deployment.metadata.annotations.as_ref()?.get(POLICY_ANNOTATION).map(String::as_str)
 }
 
 fn injected_args(deployment: &Deployment) -> Result<BTreeMap<String, Vec<String>>, InjectionError> {
-    match deployment
-        .metadata
-        .annotations
-        .as_ref()
-        .and_then(|a| a.get(INJECTED_ARGS_ANNOTATION))
-    {
+    match deployment.metadata.annotations.as_ref().and_then(|a| a.get(INJECTED_ARGS_ANNOTATION)) {
         None => Ok(BTreeMap::new()),
         Some(json) => serde_json::from_str(json).map_err(|e| InjectionError::CorruptRecord {
             deployment: deployment_name(deployment),
@@ -310,13 +248,7 @@ fn skeleton(deployment: &Deployment) -> Value {
 }
 
 fn template_containers(deployment: &Deployment) -> &[Container] {
-    deployment
-        .spec
-        .template
-        .spec
-        .as_ref()
-        .map(|s| s.containers.as_slice())
-        .unwrap_or_default()
+    deployment.spec.template.spec.as_ref().map(|s| s.containers.as_slice()).unwrap_or_default()
 }
 
 fn deployment_name(deployment: &Deployment) -> String {
@@ -327,9 +259,7 @@ fn deployment_name(deployment: &Deployment) -> String {
 /// hasher, because it is stored in the cluster and compared by the next operator version.
 fn fingerprint(spec: &Value, policy_name: &str) -> String {
     let text = format!("{policy_name}\n{spec}");
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    });
+    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
     format!("{hash:016x}")
 }
 
@@ -371,40 +301,23 @@ mod tests {
     /// What the API server does with an apply under our manager, for the fields this module
     /// writes: merge env by name, replace args, set annotations; and on a later apply drop
     /// what the previous one set and this one does not.
-    fn server_side_apply(
-        live: &Deployment,
-        previous: Option<&Value>,
-        config: &Value,
-    ) -> Deployment {
+    fn server_side_apply(live: &Deployment, previous: Option<&Value>, config: &Value) -> Deployment {
         let mut value = serde_json::to_value(live).unwrap();
         let ours = |c: &Value| -> Vec<String> {
-            c["env"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|e| e["name"].as_str().map(String::from))
-                .collect()
+            c["env"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str().map(String::from)).collect()
         };
-        let containers = value["spec"]["template"]["spec"]["containers"]
-            .as_array_mut()
-            .unwrap();
+        let containers = value["spec"]["template"]["spec"]["containers"].as_array_mut().unwrap();
         for container in containers.iter_mut() {
             let name = container["name"].clone();
             let find = |cfg: Option<&Value>| -> Option<Value> {
-                cfg?["spec"]["template"]["spec"]["containers"]
-                    .as_array()?
-                    .iter()
-                    .find(|c| c["name"] == name)
-                    .cloned()
+                cfg?["spec"]["template"]["spec"]["containers"].as_array()?.iter().find(|c| c["name"] == name).cloned()
             };
             let before = find(previous);
             let now = find(Some(config));
             let drop: Vec<String> = before.as_ref().map(ours).unwrap_or_default();
             let env = container["env"].as_array().cloned().unwrap_or_default();
-            let mut env: Vec<Value> = env
-                .into_iter()
-                .filter(|e| !drop.iter().any(|d| e["name"] == d.as_str()))
-                .collect();
+            let mut env: Vec<Value> =
+                env.into_iter().filter(|e| !drop.iter().any(|d| e["name"] == d.as_str())).collect();
             if let Some(now) = &now {
                 for var in now["env"].as_array().into_iter().flatten() {
                     env.retain(|e| e["name"] != var["name"]);
@@ -423,19 +336,12 @@ mod tests {
                 container.as_object_mut().unwrap().remove("args");
             }
         }
-        let annotations = value["metadata"]["annotations"]
-            .as_object()
-            .cloned()
-            .unwrap_or_default();
+        let annotations = value["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
         let mut annotations: serde_json::Map<String, Value> = annotations
             .into_iter()
             .filter(|(k, _)| previous.is_none_or(|p| p["metadata"]["annotations"].get(k).is_none()))
             .collect();
-        for (k, v) in config["metadata"]["annotations"]
-            .as_object()
-            .into_iter()
-            .flatten()
-        {
+        for (k, v) in config["metadata"]["annotations"].as_object().into_iter().flatten() {
             annotations.insert(k.clone(), v.clone());
         }
         value["metadata"]["annotations"] = Value::Object(annotations);
@@ -446,60 +352,28 @@ mod tests {
     fn env_mode_sets_the_contract_variables_in_every_container() {
         let d = deployment(json!([{"name": "a", "image": "x"}, {"name": "b", "image": "x"}]));
         let config = apply_config(&d, "pol", &policy(InjectionMode::Env, None)).unwrap();
-        let containers = config["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .unwrap();
+        let containers = config["spec"]["template"]["spec"]["containers"].as_array().unwrap();
         assert_eq!(containers.len(), 2);
         let env = &containers[0]["env"];
-        assert_eq!(
-            env[0],
-            json!({"name": "LEADER_ELECTION_LOCK_TYPE", "value": "leases"})
-        );
-        assert_eq!(
-            env[1],
-            json!({"name": "LEADER_ELECTION_LOCK_NAME", "value": "demo-lock"})
-        );
-        assert_eq!(
-            env[2],
-            json!({"name": "LEADER_ELECTION_LOCK_NAMESPACE", "value": "apps"})
-        );
-        assert_eq!(
-            env[3],
-            json!({"name": "LEADER_ELECTION_LEASE_DURATION", "value": "15s"})
-        );
-        assert_eq!(
-            env[4],
-            json!({"name": "LEADER_ELECTION_RENEW_DEADLINE", "value": "10s"})
-        );
-        assert_eq!(
-            env[5],
-            json!({"name": "LEADER_ELECTION_RETRY_PERIOD", "value": "2s"})
-        );
+        assert_eq!(env[0], json!({"name": "LEADER_ELECTION_LOCK_TYPE", "value": "leases"}));
+        assert_eq!(env[1], json!({"name": "LEADER_ELECTION_LOCK_NAME", "value": "demo-lock"}));
+        assert_eq!(env[2], json!({"name": "LEADER_ELECTION_LOCK_NAMESPACE", "value": "apps"}));
+        assert_eq!(env[3], json!({"name": "LEADER_ELECTION_LEASE_DURATION", "value": "15s"}));
+        assert_eq!(env[4], json!({"name": "LEADER_ELECTION_RENEW_DEADLINE", "value": "10s"}));
+        assert_eq!(env[5], json!({"name": "LEADER_ELECTION_RETRY_PERIOD", "value": "2s"}));
         assert_eq!(
             env[6],
             json!({"name": "LEADER_ELECTION_IDENTITY", "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.name"}}})
         );
         assert_eq!(config["metadata"]["annotations"][POLICY_ANNOTATION], "pol");
-        assert!(
-            containers[0].get("args").is_none(),
-            "env mode must not take over args"
-        );
+        assert!(containers[0].get("args").is_none(), "env mode must not take over args");
     }
 
     #[test]
     fn only_the_chosen_containers_are_configured() {
-        let d = deployment(
-            json!([{"name": "manager", "image": "x"}, {"name": "sidecar", "image": "x"}]),
-        );
-        let config = apply_config(
-            &d,
-            "pol",
-            &policy(InjectionMode::Env, Some(vec!["manager"])),
-        )
-        .unwrap();
-        let containers = config["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .unwrap();
+        let d = deployment(json!([{"name": "manager", "image": "x"}, {"name": "sidecar", "image": "x"}]));
+        let config = apply_config(&d, "pol", &policy(InjectionMode::Env, Some(vec!["manager"]))).unwrap();
+        let containers = config["spec"]["template"]["spec"]["containers"].as_array().unwrap();
         assert_eq!(containers.len(), 1);
         assert_eq!(containers[0]["name"], "manager");
     }
@@ -507,25 +381,15 @@ mod tests {
     #[test]
     fn a_missing_container_is_an_error_naming_what_exists() {
         let d = deployment(json!([{"name": "app", "image": "x"}]));
-        let err = apply_config(
-            &d,
-            "pol",
-            &policy(InjectionMode::Env, Some(vec!["manager"])),
-        )
-        .unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            r#"Deployment demo has no container named ["manager"] (it has ["app"])"#
-        );
+        let err = apply_config(&d, "pol", &policy(InjectionMode::Env, Some(vec!["manager"]))).unwrap_err();
+        assert_eq!(err.to_string(), r#"Deployment demo has no container named ["manager"] (it has ["app"])"#);
     }
 
     #[test]
     fn args_mode_appends_flags_after_the_users_args() {
         let d = deployment(json!([{"name": "a", "image": "x", "args": ["--v=2", "serve"]}]));
         let config = apply_config(&d, "pol", &policy(InjectionMode::Args, None)).unwrap();
-        let args = config["spec"]["template"]["spec"]["containers"][0]["args"]
-            .as_array()
-            .unwrap();
+        let args = config["spec"]["template"]["spec"]["containers"][0]["args"].as_array().unwrap();
         assert_eq!(args[0], "--v=2");
         assert_eq!(args[1], "serve");
         assert_eq!(args[2], "--leader-elect=true");
@@ -535,28 +399,18 @@ mod tests {
         assert_eq!(args[6], "--leader-elect-lease-duration=15s");
         assert_eq!(args[7], "--leader-elect-renew-deadline=10s");
         assert_eq!(args[8], "--leader-elect-retry-period=2s");
-        let recorded = config["metadata"]["annotations"][INJECTED_ARGS_ANNOTATION]
-            .as_str()
-            .unwrap();
-        assert!(
-            !recorded.contains("serve"),
-            "only our flags are recorded: {recorded}"
-        );
+        let recorded = config["metadata"]["annotations"][INJECTED_ARGS_ANNOTATION].as_str().unwrap();
+        assert!(!recorded.contains("serve"), "only our flags are recorded: {recorded}");
     }
 
     #[test]
     fn an_applied_config_is_recognised_and_not_applied_again() {
-        let original = deployment(
-            json!([{"name": "a", "image": "x", "env": [{"name": "USER_VAR", "value": "1"}]}]),
-        );
+        let original = deployment(json!([{"name": "a", "image": "x", "env": [{"name": "USER_VAR", "value": "1"}]}]));
         let p = policy(InjectionMode::Env, None);
         let config = apply_config(&original, "pol", &p).unwrap();
         assert!(!is_applied(&original, &config));
         let injected = server_side_apply(&original, None, &config);
-        assert!(is_applied(
-            &injected,
-            &apply_config(&injected, "pol", &p).unwrap()
-        ));
+        assert!(is_applied(&injected, &apply_config(&injected, "pol", &p).unwrap()));
     }
 
     #[test]
@@ -576,11 +430,7 @@ mod tests {
             let removal = removal_config(&injected).unwrap();
             let restored = server_side_apply(&injected, Some(&config), &removal);
             let c = &restored.spec.template.spec.as_ref().unwrap().containers[0];
-            assert_eq!(
-                c.args,
-                Some(vec!["--user-flag".to_string(), "--v=2".to_string()]),
-                "{mode:?}"
-            );
+            assert_eq!(c.args, Some(vec!["--user-flag".to_string(), "--v=2".to_string()]), "{mode:?}");
             assert_eq!(c.env.as_ref().unwrap().len(), 1, "{mode:?}");
             assert_eq!(c.env.as_ref().unwrap()[0].name, "USER_VAR");
             assert!(injected_by(&restored).is_none());
@@ -590,8 +440,7 @@ mod tests {
     #[test]
     fn switching_from_args_to_env_takes_the_flags_out_and_keeps_the_users_args() {
         let original = deployment(json!([{"name": "a", "image": "x", "args": ["serve"]}]));
-        let args_config =
-            apply_config(&original, "pol", &policy(InjectionMode::Args, None)).unwrap();
+        let args_config = apply_config(&original, "pol", &policy(InjectionMode::Args, None)).unwrap();
         let injected = server_side_apply(&original, None, &args_config);
         let env_config = apply_config(&injected, "pol", &policy(InjectionMode::Env, None)).unwrap();
         let container = &env_config["spec"]["template"]["spec"]["containers"][0];

@@ -33,11 +33,7 @@ pub struct Elector {
 
 impl Elector {
     pub fn new(identity: String, timings: Timings) -> Self {
-        Elector {
-            identity,
-            timings,
-            observed: None,
-        }
+        Elector { identity, timings, observed: None }
     }
 
     pub fn identity(&self) -> &str {
@@ -59,9 +55,7 @@ impl Elector {
         let holder = &current.holder_identity;
         let held_by_other = !holder.is_empty() && holder != &self.identity;
         if held_by_other && !self.expired(now.monotonic, current) {
-            return Attempt::HeldByOther {
-                holder: holder.clone(),
-            };
+            return Attempt::HeldByOther { holder: holder.clone() };
         }
         Attempt::Update(self.record(now, Some(current)))
     }
@@ -80,35 +74,26 @@ impl Elector {
             lease_duration_seconds: 1,
             acquire_time: Some(time.clone()),
             renew_time: Some(time),
-            leader_transitions: self
-                .observed
-                .as_ref()
-                .map_or(0, |(r, _)| r.leader_transitions),
+            leader_transitions: self.observed.as_ref().map_or(0, |(r, _)| r.leader_transitions),
         }
     }
 
     fn expired(&self, now: Instant, current: &LeaderElectionRecord) -> bool {
         let seen_since = self.observed.as_ref().map_or(now, |(_, at)| *at);
-        let duration = u64::try_from(current.lease_duration_seconds)
-            .ok()
-            .filter(|s| *s > 0)
-            .map(Duration::from_secs);
+        let duration = u64::try_from(current.lease_duration_seconds).ok().filter(|s| *s > 0).map(Duration::from_secs);
         now >= seen_since + duration.unwrap_or(self.timings.lease_duration)
     }
 
     fn record(&self, now: Moment, current: Option<&LeaderElectionRecord>) -> LeaderElectionRecord {
         let time = micro_time(now.wall);
         let (acquire_time, transitions) = match current {
-            Some(c) if c.holder_identity == self.identity => {
-                (c.acquire_time.clone(), c.leader_transitions)
-            }
+            Some(c) if c.holder_identity == self.identity => (c.acquire_time.clone(), c.leader_transitions),
             Some(c) => (Some(time.clone()), c.leader_transitions + 1),
             None => (Some(time.clone()), 0),
         };
         LeaderElectionRecord {
             holder_identity: self.identity.clone(),
-            lease_duration_seconds: i64::try_from(self.timings.lease_duration.as_secs())
-                .unwrap_or(i64::MAX),
+            lease_duration_seconds: i64::try_from(self.timings.lease_duration.as_secs()).unwrap_or(i64::MAX),
             acquire_time,
             renew_time: Some(time),
             leader_transitions: transitions,
@@ -137,21 +122,13 @@ mod tests {
     fn creates_a_missing_lease_and_holds_it() {
         let mut me = Elector::new("me".into(), timings());
         let now = Moment::now();
-        let Attempt::Create(record) = me.attempt(now, None) else {
-            panic!()
-        };
+        let Attempt::Create(record) = me.attempt(now, None) else { panic!() };
         assert_eq!(record.holder_identity, "me");
         assert_eq!(record.lease_duration_seconds, 15);
         assert_eq!(record.leader_transitions, 0);
         me.written(now, record.clone());
-        let Attempt::Update(renewal) = me.attempt(now.after(Duration::from_secs(2)), Some(&record))
-        else {
-            panic!()
-        };
-        assert_eq!(
-            renewal.acquire_time, record.acquire_time,
-            "a renewal keeps the acquire time"
-        );
+        let Attempt::Update(renewal) = me.attempt(now.after(Duration::from_secs(2)), Some(&record)) else { panic!() };
+        assert_eq!(renewal.acquire_time, record.acquire_time, "a renewal keeps the acquire time");
         assert_eq!(renewal.leader_transitions, 0);
     }
 
@@ -167,18 +144,9 @@ mod tests {
             renew_time: Some("2099-01-01T00:00:00.000000Z".into()),
             leader_transitions: 4,
         };
-        assert!(matches!(
-            me.attempt(t0, Some(&theirs)),
-            Attempt::HeldByOther { .. }
-        ));
-        assert!(matches!(
-            me.attempt(t0.after(Duration::from_secs(14)), Some(&theirs)),
-            Attempt::HeldByOther { .. }
-        ));
-        let Attempt::Update(mine) = me.attempt(t0.after(Duration::from_secs(15)), Some(&theirs))
-        else {
-            panic!()
-        };
+        assert!(matches!(me.attempt(t0, Some(&theirs)), Attempt::HeldByOther { .. }));
+        assert!(matches!(me.attempt(t0.after(Duration::from_secs(14)), Some(&theirs)), Attempt::HeldByOther { .. }));
+        let Attempt::Update(mine) = me.attempt(t0.after(Duration::from_secs(15)), Some(&theirs)) else { panic!() };
         assert_eq!(mine.holder_identity, "me");
         assert_eq!(mine.leader_transitions, 5);
     }
@@ -206,10 +174,7 @@ mod tests {
     fn a_released_lease_is_taken_at_once() {
         let mut me = Elector::new("me".into(), timings());
         let released = Elector::new("them".into(), timings()).release_record(Moment::now());
-        assert!(matches!(
-            me.attempt(Moment::now(), Some(&released)),
-            Attempt::Update(_)
-        ));
+        assert!(matches!(me.attempt(Moment::now(), Some(&released)), Attempt::Update(_)));
     }
 
     #[test]

@@ -114,9 +114,7 @@ pub fn from_lease_spec(spec: Option<&serde_json::Value>) -> LockContent {
         lease_transitions: Option<i64>,
     }
     match RawLeaseSpec::deserialize(spec) {
-        Err(e) => {
-            LockContent::Malformed(format!("Lease spec is not a leader-election record: {e}"))
-        }
+        Err(e) => LockContent::Malformed(format!("Lease spec is not a leader-election record: {e}")),
         Ok(raw) => checked(LeaderElectionRecord {
             holder_identity: raw.holder_identity.unwrap_or_default(),
             lease_duration_seconds: raw.lease_duration_seconds.unwrap_or(0),
@@ -162,9 +160,7 @@ pub fn from_annotation_json(json: &str) -> LockContent {
     let raw: AnnotationRecord = match serde_json::from_str(json) {
         Ok(raw) => raw,
         Err(e) => {
-            return LockContent::Malformed(format!(
-                "{LEADER_ANNOTATION} is not a leader-election record: {e}"
-            ));
+            return LockContent::Malformed(format!("{LEADER_ANNOTATION} is not a leader-election record: {e}"));
         }
     };
     checked(LeaderElectionRecord {
@@ -193,30 +189,19 @@ fn checked(record: LeaderElectionRecord) -> LockContent {
     }
     // A released lock (empty holder) keeps whatever duration it had; only a held one needs
     // a usable duration.
-    if record.has_holder()
-        && !(0..=MAX_LEASE_DURATION_SECONDS).contains(&record.lease_duration_seconds)
-    {
+    if record.has_holder() && !(0..=MAX_LEASE_DURATION_SECONDS).contains(&record.lease_duration_seconds) {
         return LockContent::Malformed(format!(
             "leaseDurationSeconds {} is outside 0..={MAX_LEASE_DURATION_SECONDS}",
             record.lease_duration_seconds
         ));
     }
-    for (field, time) in [
-        ("acquireTime", &record.acquire_time),
-        ("renewTime", &record.renew_time),
-    ] {
+    for (field, time) in [("acquireTime", &record.acquire_time), ("renewTime", &record.renew_time)] {
         if let Some(text) = time.as_deref().filter(|t| !looks_like_rfc3339(t)) {
-            return LockContent::Malformed(format!(
-                "{field} {:?} is not an RFC 3339 time",
-                truncate(text, 64)
-            ));
+            return LockContent::Malformed(format!("{field} {:?} is not an RFC 3339 time", truncate(text, 64)));
         }
     }
     if record.leader_transitions < 0 {
-        return LockContent::Malformed(format!(
-            "leaderTransitions {} is negative",
-            record.leader_transitions
-        ));
+        return LockContent::Malformed(format!("leaderTransitions {} is negative", record.leader_transitions));
     }
     LockContent::Record(record)
 }
@@ -225,10 +210,7 @@ fn checked(record: LeaderElectionRecord) -> LockContent {
 /// without a calendar so that any time Go can write is accepted.
 fn looks_like_rfc3339(text: &str) -> bool {
     let b = text.as_bytes();
-    let digits = |range: std::ops::Range<usize>| {
-        b.get(range)
-            .is_some_and(|d| d.iter().all(u8::is_ascii_digit))
-    };
+    let digits = |range: std::ops::Range<usize>| b.get(range).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
     let fixed = b.len() >= 20
         && digits(0..4)
         && b[4] == b'-'
@@ -246,9 +228,7 @@ fn looks_like_rfc3339(text: &str) -> bool {
     }
     let mut rest = &text[19..];
     if let Some(fraction) = rest.strip_prefix('.') {
-        let end = fraction
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(fraction.len());
+        let end = fraction.find(|c: char| !c.is_ascii_digit()).unwrap_or(fraction.len());
         if end == 0 {
             return false;
         }
@@ -279,25 +259,18 @@ mod tests {
     #[test]
     fn reads_the_annotation_client_go_writes() {
         let json = r#"{"holderIdentity":"kcm-1_a1b2","leaseDurationSeconds":15,"acquireTime":"2020-08-04T10:00:00Z","renewTime":"2020-08-04T10:05:02Z","leaderTransitions":3}"#;
-        let LockContent::Record(record) = from_annotation_json(json) else {
-            panic!("not parsed")
-        };
+        let LockContent::Record(record) = from_annotation_json(json) else { panic!("not parsed") };
         assert_eq!(record.holder_identity, "kcm-1_a1b2");
         assert_eq!(record.lease_duration_seconds, 15);
         assert_eq!(record.leader_transitions, 3);
         assert_eq!(record.renew_time.as_deref(), Some("2020-08-04T10:05:02Z"));
-        assert_eq!(
-            record.acquire_timestamp(),
-            Some("2020-08-04T10:00:00Z".parse().unwrap())
-        );
+        assert_eq!(record.acquire_timestamp(), Some("2020-08-04T10:00:00Z".parse().unwrap()));
     }
 
     #[test]
     fn a_released_record_has_no_holder() {
         let json = r#"{"holderIdentity":"","leaseDurationSeconds":1,"acquireTime":null,"renewTime":"2020-08-04T10:05:02Z","leaderTransitions":3}"#;
-        let LockContent::Record(record) = from_annotation_json(json) else {
-            panic!("not parsed")
-        };
+        let LockContent::Record(record) = from_annotation_json(json) else { panic!("not parsed") };
         assert!(!record.has_holder());
     }
 
@@ -307,26 +280,11 @@ mod tests {
             ("not json", "not a leader-election record"),
             (r#"[1,2,3]"#, "not a leader-election record"),
             (r#"{"holderIdentity":5}"#, "not a leader-election record"),
-            (
-                r#"{"holderIdentity":"a","leaseDurationSeconds":-5}"#,
-                "leaseDurationSeconds -5",
-            ),
-            (
-                r#"{"holderIdentity":"a","leaseDurationSeconds":99999999999}"#,
-                "outside",
-            ),
-            (
-                r#"{"holderIdentity":"a\u0000b","leaseDurationSeconds":15}"#,
-                "control characters",
-            ),
-            (
-                r#"{"holderIdentity":"a","renewTime":"yesterday"}"#,
-                "renewTime",
-            ),
-            (
-                r#"{"holderIdentity":"a","leaderTransitions":-1}"#,
-                "negative",
-            ),
+            (r#"{"holderIdentity":"a","leaseDurationSeconds":-5}"#, "leaseDurationSeconds -5"),
+            (r#"{"holderIdentity":"a","leaseDurationSeconds":99999999999}"#, "outside"),
+            (r#"{"holderIdentity":"a\u0000b","leaseDurationSeconds":15}"#, "control characters"),
+            (r#"{"holderIdentity":"a","renewTime":"yesterday"}"#, "renewTime"),
+            (r#"{"holderIdentity":"a","leaderTransitions":-1}"#, "negative"),
         ];
         for (json, expected) in cases {
             match from_annotation_json(json) {
@@ -335,9 +293,7 @@ mod tests {
             }
         }
         let huge = format!(r#"{{"holderIdentity":"{}"}}"#, "x".repeat(MAX_RECORD_BYTES));
-        assert!(
-            matches!(from_annotation_json(&huge), LockContent::Malformed(why) if why.contains("bytes"))
-        );
+        assert!(matches!(from_annotation_json(&huge), LockContent::Malformed(why) if why.contains("bytes")));
     }
 
     #[test]
@@ -349,9 +305,7 @@ mod tests {
 
     #[test]
     fn lease_spec_without_fields_is_an_unheld_record() {
-        let LockContent::Record(record) = from_lease_spec(Some(&serde_json::json!({}))) else {
-            panic!()
-        };
+        let LockContent::Record(record) = from_lease_spec(Some(&serde_json::json!({}))) else { panic!() };
         assert!(!record.has_holder());
     }
 
@@ -361,26 +315,17 @@ mod tests {
             "holderIdentity": "pod-1", "leaseDurationSeconds": 15, "leaseTransitions": 4,
             "acquireTime": "2026-11-23T19:38:05.697534Z", "renewTime": "2026-11-23T19:38:09.739692Z",
         });
-        let LockContent::Record(record) = from_lease_spec(Some(&spec)) else {
-            panic!()
-        };
+        let LockContent::Record(record) = from_lease_spec(Some(&spec)) else { panic!() };
         assert_eq!(record.holder_identity, "pod-1");
         assert_eq!(record.leader_transitions, 4);
         assert!(record.acquire_timestamp().is_some());
         let wrong = serde_json::json!({"holderIdentity": ["a"]});
-        assert!(matches!(
-            from_lease_spec(Some(&wrong)),
-            LockContent::Malformed(_)
-        ));
+        assert!(matches!(from_lease_spec(Some(&wrong)), LockContent::Malformed(_)));
     }
 
     #[test]
     fn lock_keys_print_as_resource_namespace_name() {
-        let key = LockKey {
-            type_: LockType::ConfigMap,
-            namespace: "ns".into(),
-            name: "lock".into(),
-        };
+        let key = LockKey { type_: LockType::ConfigMap, namespace: "ns".into(), name: "lock".into() };
         assert_eq!(key.to_string(), "configmaps/ns/lock");
     }
 }

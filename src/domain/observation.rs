@@ -16,7 +16,10 @@ use jiff::Timestamp;
 
 use crate::{
     api::PolicyState,
-    domain::lock_record::{LeaderElectionRecord, LockContent},
+    domain::{
+        lock_record::{LeaderElectionRecord, LockContent},
+        validation::Detection,
+    },
 };
 
 /// A reading of both clocks at once: the monotonic one for deadlines, the wall one for what
@@ -29,18 +32,12 @@ pub struct Moment {
 
 impl Moment {
     pub fn now() -> Self {
-        Moment {
-            monotonic: Instant::now(),
-            wall: Timestamp::now(),
-        }
+        Moment { monotonic: Instant::now(), wall: Timestamp::now() }
     }
 
     /// This moment shifted by `by`, on both clocks.
     pub fn after(self, by: Duration) -> Self {
-        Moment {
-            monotonic: self.monotonic + by,
-            wall: self.wall.checked_add(by).unwrap_or(self.wall),
-        }
+        Moment { monotonic: self.monotonic + by, wall: self.wall.checked_add(by).unwrap_or(self.wall) }
     }
 }
 
@@ -63,29 +60,19 @@ pub enum Health {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Occurrence {
     /// The first holder observed (or a holder after the lock was released).
-    LeaderElected {
-        holder: String,
-        acquire_time: Option<String>,
-    },
+    LeaderElected { holder: String, acquire_time: Option<String> },
     /// The holder changed.
-    LeaderChanged {
-        from: String,
-        to: String,
-        acquire_time: Option<String>,
-    },
+    LeaderChanged { from: String, to: String, acquire_time: Option<String> },
     /// No renewal observed for the lease duration since `last_renewal`.
-    LeaseStale {
-        holder: String,
-        last_renewal: Timestamp,
-        lease_duration: Duration,
-    },
+    LeaseStale { holder: String, last_renewal: Timestamp, lease_duration: Duration },
     /// The same holder renewed again after LeaseStale.
-    LeaseRecovered {
-        holder: String,
-        stale_since: Timestamp,
-    },
+    LeaseRecovered { holder: String, stale_since: Timestamp },
     /// The record became unreadable.
     MalformedRecord { reason: String },
+    /// No renewal observed for `silent_for` (the slow-renewal threshold), before staleness.
+    RenewalsSlow { holder: String, silent_for: Duration, lease_duration: Duration },
+    /// More than the allowed number of leader changes within the window.
+    LeaderFlapping { changes: usize, window: Duration },
 }
 
 /// What the operator knew of the lock before it (re)started, read back from the policy's
@@ -124,11 +111,18 @@ pub struct LockObservation {
     unobservable: bool,
     /// The lease duration to use when the record does not carry one.
     fallback_lease_duration: Duration,
+    detection: Detection,
+    /// No renewal for the slow-renewal threshold (cleared by the next renewal).
+    slow: bool,
+    /// When RenewalsSlow was last reported; it is not repeated within a quiet period.
+    slow_reported: Option<Instant>,
+    /// More leader changes than allowed within the window.
+    flapping: bool,
     stats: RenewalStats,
 }
 
 impl LockObservation {
-    pub fn new(fallback_lease_duration: Duration, resumed: Resumed) -> Self {
+    pub fn new(fallback_lease_duration: Duration, detection: Detection, resumed: Resumed) -> Self {
         let health = match resumed.state {
             Some(PolicyState::Stale) if !resumed.leader.is_empty() => Health::Stale,
             Some(PolicyState::Healthy) if !resumed.leader.is_empty() => Health::Healthy,
@@ -145,6 +139,10 @@ impl LockObservation {
             blind: false,
             unobservable: false,
             fallback_lease_duration,
+            detection,
+            slow: false,
+            slow_reported: None,
+            flapping: false,
             stats: RenewalStats::default(),
         }
     }
@@ -183,29 +181,61 @@ impl LockObservation {
         &self.stats
     }
 
-    pub fn set_fallback_lease_duration(&mut self, duration: Duration) {
-        self.fallback_lease_duration = duration;
+    /// Applies a policy's (possibly edited) lease duration and thresholds.
+    pub fn configure(&mut self, fallback_lease_duration: Duration, detection: Detection) {
+        self.fallback_lease_duration = fallback_lease_duration;
+        self.detection = detection;
+    }
+
+    /// No renewal has been observed for the slow-renewal threshold.
+    pub fn is_slow(&self) -> bool {
+        self.slow
+    }
+
+    /// More leader changes than allowed happened within the window.
+    pub fn is_flapping(&self) -> bool {
+        self.flapping
+    }
+
+    pub fn detection(&self) -> Detection {
+        self.detection
     }
 
     /// The lease duration in force: the record's own, else the policy's.
     pub fn lease_duration(&self) -> Duration {
         match self.record() {
-            Some(r) if r.lease_duration_seconds > 0 => {
-                Duration::from_secs(r.lease_duration_seconds as u64)
-            }
+            Some(r) if r.lease_duration_seconds > 0 => Duration::from_secs(r.lease_duration_seconds as u64),
             _ => self.fallback_lease_duration,
         }
     }
 
     /// When the lease goes stale unless a renewal is observed first; `None` when there is
     /// nothing to time (no holder, already stale, or not yet observed).
-    pub fn deadline(&self) -> Option<Instant> {
+    pub fn stale_deadline(&self) -> Option<Instant> {
         match (&self.health, self.last_change) {
-            (Health::Healthy, Some(changed)) if !self.unobservable => {
-                Some(changed.monotonic + self.lease_duration())
-            }
+            (Health::Healthy, Some(changed)) if !self.unobservable => Some(changed.monotonic + self.lease_duration()),
             _ => None,
         }
+    }
+
+    /// The next moment [`Self::check_deadline`] has something to decide: staleness, slow
+    /// renewals, or the end of a flapping spell.
+    pub fn deadline(&self) -> Option<Instant> {
+        let stale = self.stale_deadline();
+        let slow =
+            stale.filter(|_| !self.slow).and(self.last_change).map(|c| c.monotonic + self.detection.slow_renewal_after);
+        let calm = self.flapping_ends();
+        [stale, slow, calm].into_iter().flatten().min()
+    }
+
+    /// When the oldest of the transitions that make this a flapping spell leaves the window.
+    fn flapping_ends(&self) -> Option<Instant> {
+        if !self.flapping {
+            return None;
+        }
+        let transitions = &self.stats.transitions;
+        let allowed = self.detection.flapping_transitions;
+        transitions.len().checked_sub(allowed + 1).map(|i| transitions[i] + self.detection.flapping_window)
     }
 
     /// Feeds the lock's current content, as just read from a watch or a list.
@@ -238,11 +268,7 @@ impl LockObservation {
                 self.retire_leader();
                 let already = self.health == Health::Malformed(reason.clone());
                 self.health = Health::Malformed(reason.clone());
-                if already {
-                    Vec::new()
-                } else {
-                    vec![Occurrence::MalformedRecord { reason }]
-                }
+                if already { Vec::new() } else { vec![Occurrence::MalformedRecord { reason }] }
             }
             LockContent::Record(record) if !record.has_holder() => {
                 self.retire_leader();
@@ -262,9 +288,9 @@ impl LockObservation {
     ) -> Vec<Occurrence> {
         let holder = record.holder_identity.clone();
         if holder == self.leader && !self.leader.is_empty() {
+            self.slow = false;
             if let Some(previous) = previous_change.filter(|_| !first) {
-                self.stats.last_interval =
-                    Some(now.monotonic.saturating_duration_since(previous.monotonic));
+                self.stats.last_interval = Some(now.monotonic.saturating_duration_since(previous.monotonic));
             }
             return match self.health {
                 // A restart's first look proves nothing: the record may not have changed
@@ -273,10 +299,7 @@ impl LockObservation {
                 Health::Stale => {
                     self.health = Health::Healthy;
                     let stale_since = self.stale_since.take().unwrap_or(now.wall);
-                    vec![Occurrence::LeaseRecovered {
-                        holder,
-                        stale_since,
-                    }]
+                    vec![Occurrence::LeaseRecovered { holder, stale_since }]
                 }
                 _ => {
                     self.health = Health::Healthy;
@@ -285,30 +308,27 @@ impl LockObservation {
             };
         }
 
-        let from = if self.leader.is_empty() {
-            self.previous_leader.clone()
-        } else {
-            self.leader.clone()
-        };
+        let from = if self.leader.is_empty() { self.previous_leader.clone() } else { self.leader.clone() };
         self.leader = holder.clone();
         self.previous_leader = holder.clone();
         self.health = Health::Healthy;
         self.stale_since = None;
         self.stats.last_interval = None;
+        self.slow = false;
         self.stats.transitions.push_back(now.monotonic);
         let acquire_time = record.acquire_time;
-        if from.is_empty() || from == holder {
-            vec![Occurrence::LeaderElected {
-                holder,
-                acquire_time,
-            }]
+        let mut occurrences = if from.is_empty() || from == holder {
+            vec![Occurrence::LeaderElected { holder, acquire_time }]
         } else {
-            vec![Occurrence::LeaderChanged {
-                from,
-                to: holder,
-                acquire_time,
-            }]
+            vec![Occurrence::LeaderChanged { from, to: holder, acquire_time }]
+        };
+        let window = self.detection.flapping_window;
+        let changes = self.transitions_within(now.monotonic, window);
+        if changes > self.detection.flapping_transitions && !self.flapping {
+            self.flapping = true;
+            occurrences.push(Occurrence::LeaderFlapping { changes, window });
         }
+        occurrences
     }
 
     fn retire_leader(&mut self) {
@@ -320,19 +340,42 @@ impl LockObservation {
 
     /// Called when the deadline timer fires (or at any later time).
     pub fn check_deadline(&mut self, now: Moment) -> Vec<Occurrence> {
-        let Some(deadline) = self.deadline() else {
+        if self.flapping && self.flapping_ends().is_none_or(|ends| now.monotonic >= ends) {
+            let window = self.detection.flapping_window;
+            self.flapping = self.transitions_within(now.monotonic, window) > self.detection.flapping_transitions;
+        }
+        let (Some(stale_at), Some(changed)) = (self.stale_deadline(), self.last_change) else {
             return Vec::new();
         };
-        if now.monotonic < deadline {
+        let slow_at = changed.monotonic + self.detection.slow_renewal_after;
+        if now.monotonic < slow_at.min(stale_at) {
             return Vec::new();
         }
         if self.blind {
             // Not seeing renewals is not the same as there being none.
-            self.unobservable = true;
+            self.unobservable = now.monotonic >= stale_at;
             return Vec::new();
         }
-        let last_renewal = self.last_change.map_or(now.wall, |m| m.wall);
+        if now.monotonic < stale_at {
+            if self.slow {
+                return Vec::new();
+            }
+            self.slow = true;
+            // One warning per spell: not again within a few lease durations.
+            let quiet = self.lease_duration() * 4;
+            if self.slow_reported.is_some_and(|at| now.monotonic.saturating_duration_since(at) < quiet) {
+                return Vec::new();
+            }
+            self.slow_reported = Some(now.monotonic);
+            return vec![Occurrence::RenewalsSlow {
+                holder: self.leader.clone(),
+                silent_for: now.monotonic.saturating_duration_since(changed.monotonic),
+                lease_duration: self.lease_duration(),
+            }];
+        }
+        let last_renewal = changed.wall;
         self.health = Health::Stale;
+        self.slow = false;
         self.stale_since = Some(last_renewal);
         vec![Occurrence::LeaseStale {
             holder: self.leader.clone(),
@@ -368,6 +411,11 @@ mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_secs(15);
+    const DETECTION: Detection = Detection {
+        flapping_transitions: 3,
+        flapping_window: Duration::from_secs(600),
+        slow_renewal_after: Duration::from_secs(5),
+    };
 
     fn record(holder: &str, renew_second: i64) -> LockContent {
         LockContent::Record(LeaderElectionRecord {
@@ -379,11 +427,12 @@ mod tests {
         })
     }
 
+    fn stale(events: &[Occurrence]) -> bool {
+        events.iter().any(|e| matches!(e, Occurrence::LeaseStale { .. }))
+    }
+
     fn fresh() -> (LockObservation, Moment) {
-        (
-            LockObservation::new(LEASE, Resumed::default()),
-            Moment::now(),
-        )
+        (LockObservation::new(LEASE, DETECTION, Resumed::default()), Moment::now())
     }
 
     #[test]
@@ -392,10 +441,7 @@ mod tests {
         assert!(
             matches!(o.observe(t0, record("a", 1)).as_slice(), [Occurrence::LeaderElected { holder, .. }] if holder == "a")
         );
-        assert!(
-            o.observe(t0.after(Duration::from_secs(2)), record("a", 3))
-                .is_empty()
-        );
+        assert!(o.observe(t0.after(Duration::from_secs(2)), record("a", 3)).is_empty());
         assert_eq!(o.health(), &Health::Healthy);
         assert_eq!(o.leader(), "a");
     }
@@ -405,9 +451,7 @@ mod tests {
         let (mut o, t0) = fresh();
         o.observe(t0, record("a", 1));
         let events = o.observe(t0.after(Duration::from_secs(20)), record("b", 21));
-        assert!(
-            matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b")
-        );
+        assert!(matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b"));
     }
 
     #[test]
@@ -417,9 +461,7 @@ mod tests {
         o.observe(t0.after(Duration::from_secs(1)), record("", 2));
         assert_eq!(o.health(), &Health::NoLeader);
         let events = o.observe(t0.after(Duration::from_secs(3)), record("b", 3));
-        assert!(
-            matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b")
-        );
+        assert!(matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b"));
     }
 
     #[test]
@@ -428,11 +470,11 @@ mod tests {
         o.observe(t0, record("a", 1));
         let renewed = t0.after(Duration::from_secs(2));
         o.observe(renewed, record("a", 3));
+        assert_eq!(o.stale_deadline(), Some(renewed.monotonic + LEASE));
+        let early = o.check_deadline(renewed.after(DETECTION.slow_renewal_after));
+        assert!(matches!(early.as_slice(), [Occurrence::RenewalsSlow { .. }]), "the early warning comes first");
         assert_eq!(o.deadline(), Some(renewed.monotonic + LEASE));
-        assert!(
-            o.check_deadline(renewed.after(LEASE - Duration::from_millis(1)))
-                .is_empty()
-        );
+        assert!(o.check_deadline(renewed.after(LEASE - Duration::from_millis(1))).is_empty());
         let events = o.check_deadline(renewed.after(LEASE));
         assert!(
             matches!(events.as_slice(), [Occurrence::LeaseStale { last_renewal, .. }] if *last_renewal == renewed.wall)
@@ -478,55 +520,36 @@ mod tests {
         }
         o.observe(t0, content);
         assert_eq!(o.lease_duration(), Duration::from_secs(40));
-        assert!(o.check_deadline(t0.after(LEASE)).is_empty());
+        assert!(!stale(&o.check_deadline(t0.after(LEASE))));
+        assert!(stale(&o.check_deadline(t0.after(Duration::from_secs(40)))));
     }
 
     #[test]
     fn a_restart_reports_neither_old_news_nor_false_staleness() {
         let t0 = Moment::now();
-        let resumed = Resumed {
-            leader: "a".into(),
-            state: Some(PolicyState::Healthy),
-        };
-        let mut o = LockObservation::new(LEASE, resumed);
-        assert!(
-            o.observe(t0, record("a", 1)).is_empty(),
-            "no second LeaderElected"
-        );
-        assert!(
-            o.check_deadline(t0.after(LEASE - Duration::from_millis(1)))
-                .is_empty()
-        );
+        let resumed = Resumed { leader: "a".into(), state: Some(PolicyState::Healthy) };
+        let mut o = LockObservation::new(LEASE, DETECTION, resumed);
+        assert!(o.observe(t0, record("a", 1)).is_empty(), "no second LeaderElected");
+        assert!(!stale(&o.check_deadline(t0.after(LEASE - Duration::from_millis(1)))), "no false staleness at start");
     }
 
     #[test]
     fn a_restart_reports_a_transition_that_happened_while_down() {
-        let resumed = Resumed {
-            leader: "a".into(),
-            state: Some(PolicyState::Healthy),
-        };
-        let mut o = LockObservation::new(LEASE, resumed);
+        let resumed = Resumed { leader: "a".into(), state: Some(PolicyState::Healthy) };
+        let mut o = LockObservation::new(LEASE, DETECTION, resumed);
         let events = o.observe(Moment::now(), record("b", 1));
-        assert!(
-            matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b")
-        );
+        assert!(matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b"));
     }
 
     #[test]
     fn a_restart_keeps_a_stale_lease_stale_until_it_changes() {
         let t0 = Moment::now();
-        let resumed = Resumed {
-            leader: "a".into(),
-            state: Some(PolicyState::Stale),
-        };
-        let mut o = LockObservation::new(LEASE, resumed);
+        let resumed = Resumed { leader: "a".into(), state: Some(PolicyState::Stale) };
+        let mut o = LockObservation::new(LEASE, DETECTION, resumed);
         assert!(o.observe(t0, record("a", 1)).is_empty());
         assert_eq!(o.health(), &Health::Stale);
         let events = o.observe(t0.after(Duration::from_secs(2)), record("a", 3));
-        assert!(matches!(
-            events.as_slice(),
-            [Occurrence::LeaseRecovered { .. }]
-        ));
+        assert!(matches!(events.as_slice(), [Occurrence::LeaseRecovered { .. }]));
     }
 
     #[test]
@@ -534,6 +557,7 @@ mod tests {
         let (mut o, t0) = fresh();
         o.observe(t0, record("a", 1));
         o.set_blind();
+        assert!(o.check_deadline(t0.after(DETECTION.slow_renewal_after)).is_empty(), "no warning while blind");
         assert!(o.check_deadline(t0.after(LEASE * 2)).is_empty());
         assert!(o.is_unobservable());
         assert_eq!(o.health(), &Health::Healthy);
@@ -541,9 +565,44 @@ mod tests {
         let back = t0.after(LEASE * 2);
         assert!(o.observe(back, record("a", 1)).is_empty());
         assert!(!o.is_unobservable());
-        assert_eq!(o.deadline(), Some(back.monotonic + LEASE));
+        assert_eq!(o.stale_deadline(), Some(back.monotonic + LEASE));
         // A holder that stays silent after the recovery is stale a full lease later.
-        assert_eq!(o.check_deadline(back.after(LEASE)).len(), 1);
+        assert!(stale(&o.check_deadline(back.after(LEASE))));
+    }
+
+    #[test]
+    fn slow_renewals_warn_once_per_spell_and_clear_on_renewal() {
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 1));
+        assert_eq!(o.deadline(), Some(t0.monotonic + DETECTION.slow_renewal_after));
+        let warned = o.check_deadline(t0.after(Duration::from_secs(6)));
+        assert!(
+            matches!(warned.as_slice(), [Occurrence::RenewalsSlow { silent_for, .. }] if *silent_for == Duration::from_secs(6))
+        );
+        assert!(o.is_slow());
+        assert!(o.check_deadline(t0.after(Duration::from_secs(7))).is_empty());
+        o.observe(t0.after(Duration::from_secs(8)), record("a", 9));
+        assert!(!o.is_slow());
+        // Slow again soon after: the state shows it, the Event is not repeated.
+        assert!(o.check_deadline(t0.after(Duration::from_secs(14))).is_empty());
+        assert!(o.is_slow());
+    }
+
+    #[test]
+    fn more_changes_than_allowed_in_the_window_is_flapping_until_they_age_out() {
+        let (mut o, t0) = fresh();
+        let mut seen = Vec::new();
+        for (i, holder) in ["a", "b", "c", "d"].iter().enumerate() {
+            seen.extend(o.observe(t0.after(Duration::from_secs(i as u64)), record(holder, i as i64)));
+        }
+        assert!(seen.iter().any(|e| matches!(e, Occurrence::LeaderFlapping { changes: 4, .. })), "{seen:?}");
+        assert_eq!(seen.iter().filter(|e| matches!(e, Occurrence::LeaderFlapping { .. })).count(), 1);
+        assert!(o.is_flapping());
+        // The first change leaves the 10-minute window: calm again.
+        let later = t0.after(Duration::from_secs(601));
+        o.observe(later, record("d", 601));
+        o.check_deadline(later);
+        assert!(!o.is_flapping());
     }
 
     #[test]
@@ -563,19 +622,7 @@ mod tests {
         assert_eq!(o.stats().last_interval, Some(Duration::from_secs(3)));
         o.observe(t0.after(Duration::from_secs(4)), record("b", 5));
         o.observe(t0.after(Duration::from_secs(5)), record("c", 6));
-        assert_eq!(
-            o.transitions_within(
-                t0.monotonic + Duration::from_secs(5),
-                Duration::from_secs(60)
-            ),
-            3
-        );
-        assert_eq!(
-            o.transitions_within(
-                t0.monotonic + Duration::from_secs(65),
-                Duration::from_secs(60)
-            ),
-            1
-        );
+        assert_eq!(o.transitions_within(t0.monotonic + Duration::from_secs(5), Duration::from_secs(60)), 3);
+        assert_eq!(o.transitions_within(t0.monotonic + Duration::from_secs(65), Duration::from_secs(60)), 1);
     }
 }

@@ -14,6 +14,9 @@ pub mod event {
     pub const LOCK_CONFLICT: &str = "LockConflict";
     pub const INJECTION_FAILED: &str = "InjectionFailed";
     pub const MALFORMED_LOCK_RECORD: &str = "MalformedLockRecord";
+    pub const HOLDER_NOT_FOUND: &str = "HolderNotFound";
+    pub const LEADER_FLAPPING: &str = "LeaderFlapping";
+    pub const RENEWALS_SLOW: &str = "RenewalsSlow";
 }
 
 /// Condition types of an ElectionPolicy's status.
@@ -38,5 +41,8 @@ pub mod condition_reason {
     pub const LOCK_NOT_FOUND: &str = "LockNotFound";
     pub const LOCK_UNOBSERVABLE: &str = "LockUnobservable";
     pub const MALFORMED_LOCK_RECORD: &str = "MalformedLockRecord";
+    pub const HOLDER_NOT_FOUND: &str = "HolderNotFound";
+    pub const LEADER_FLAPPING: &str = "LeaderFlapping";
+    pub const RENEWALS_SLOW: &str = "RenewalsSlow";
     pub const READY: &str = "Ready";
 }

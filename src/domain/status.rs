@@ -28,10 +28,7 @@ pub enum ConfigOutcome {
     /// injection.mode is None; these Deployments are selected.
     Observing(Vec<String>),
     /// Some Deployments could not be configured.
-    Failed {
-        message: String,
-        injected: Vec<String>,
-    },
+    Failed { message: String, injected: Vec<String> },
 }
 
 impl ConfigOutcome {
@@ -56,16 +53,13 @@ pub struct ConfigReport {
 pub fn render(
     report: &ConfigReport,
     observation: Option<&LockObservation>,
+    holder: &HolderCheck,
     previous: Option<&ElectionPolicyStatus>,
     now: Timestamp,
 ) -> ElectionPolicyStatus {
-    let lock = report
-        .lock
-        .as_ref()
-        .map(ToString::to_string)
-        .unwrap_or_default();
+    let lock = report.lock.as_ref().map(ToString::to_string).unwrap_or_default();
     let config = config_condition(report);
-    let leader = leader_condition(report, observation, &lock);
+    let leader = leader_condition(report, observation, holder, &lock);
     let ready = ready_condition(&config, &leader);
 
     let state = match (&report.outcome, observation.map(LockObservation::health)) {
@@ -76,11 +70,7 @@ pub fn render(
         (_, Some(Health::NoLeader)) => PolicyState::NoLeader,
         (_, Some(Health::Pending) | None) => PolicyState::Pending,
     };
-    let watched = report
-        .outcome
-        .observes_lock()
-        .then_some(observation)
-        .flatten();
+    let watched = report.outcome.observes_lock().then_some(observation).flatten();
     let record = watched.and_then(LockObservation::record);
     let injected = match &report.outcome {
         ConfigOutcome::Injected(d) | ConfigOutcome::Failed { injected: d, .. } => d.clone(),
@@ -112,9 +102,7 @@ pub fn render(
             .and_then(LeaderElectionRecord::acquire_timestamp)
             .filter(|_| watched.is_some_and(|o| !o.leader().is_empty()))
             .map(Time),
-        last_observed_renewal: watched
-            .and_then(LockObservation::last_change)
-            .map(|m| Time(m.wall)),
+        last_observed_renewal: watched.and_then(LockObservation::last_change).map(|m| Time(m.wall)),
         state: Some(state),
         lock: report.lock.as_ref().map(ToString::to_string),
         injected_deployments: injected,
@@ -127,10 +115,7 @@ pub fn render(
 /// renewal changes with every renewal and is refreshed only along with other changes;
 /// otherwise every renewal of every lock would cost a status write.
 pub fn differs_for_users(a: &ElectionPolicyStatus, b: &ElectionPolicyStatus) -> bool {
-    let strip = |s: &ElectionPolicyStatus| ElectionPolicyStatus {
-        last_observed_renewal: None,
-        ..s.clone()
-    };
+    let strip = |s: &ElectionPolicyStatus| ElectionPolicyStatus { last_observed_renewal: None, ..s.clone() };
     strip(a) != strip(b)
 }
 
@@ -139,75 +124,54 @@ type Rendered = (&'static str, &'static str, &'static str, String);
 fn config_condition(report: &ConfigReport) -> Rendered {
     let list = |d: &[String]| d.join(", ");
     match &report.outcome {
-        ConfigOutcome::Pending => (
-            condition::CONFIG_INJECTED,
-            "Unknown",
-            reason::RECONCILING,
-            "not reconciled yet".into(),
-        ),
-        ConfigOutcome::Invalid(why) => (
-            condition::CONFIG_INJECTED,
-            "False",
-            reason::INVALID_POLICY,
-            why.clone(),
-        ),
-        ConfigOutcome::Conflict(why) => (
-            condition::CONFIG_INJECTED,
-            "False",
-            reason::LOCK_CONFLICT,
-            why.clone(),
-        ),
+        ConfigOutcome::Pending => {
+            (condition::CONFIG_INJECTED, "Unknown", reason::RECONCILING, "not reconciled yet".into())
+        }
+        ConfigOutcome::Invalid(why) => (condition::CONFIG_INJECTED, "False", reason::INVALID_POLICY, why.clone()),
+        ConfigOutcome::Conflict(why) => (condition::CONFIG_INJECTED, "False", reason::LOCK_CONFLICT, why.clone()),
         ConfigOutcome::Injected(d) if d.is_empty() => (
             condition::CONFIG_INJECTED,
             "False",
             reason::TARGET_NOT_FOUND,
-            format!(
-                "selector {} matches no Deployment in the policy's namespace",
-                report.selector
-            ),
+            format!("selector {} matches no Deployment in the policy's namespace", report.selector),
         ),
         ConfigOutcome::Injected(d) => (
             condition::CONFIG_INJECTED,
             "True",
             reason::INJECTED,
-            format!(
-                "configuration injected into {} Deployment(s): {}",
-                d.len(),
-                list(d)
-            ),
+            format!("configuration injected into {} Deployment(s): {}", d.len(), list(d)),
         ),
         ConfigOutcome::Observing(d) => (
             condition::CONFIG_INJECTED,
             "True",
             reason::INJECTION_DISABLED,
-            format!(
-                "injection.mode is None: {} Deployment(s) selected and left untouched",
-                d.len()
-            ),
+            format!("injection.mode is None: {} Deployment(s) selected and left untouched", d.len()),
         ),
-        ConfigOutcome::Failed { message, .. } => (
-            condition::CONFIG_INJECTED,
-            "False",
-            reason::INJECTION_FAILED,
-            message.clone(),
-        ),
+        ConfigOutcome::Failed { message, .. } => {
+            (condition::CONFIG_INJECTED, "False", reason::INJECTION_FAILED, message.clone())
+        }
     }
 }
 
+/// Findings about the holder that take more than the lock to make.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct HolderCheck {
+    /// The holder is not a Pod of the selected Deployments, which are named here.
+    pub not_found_among: Option<Vec<String>>,
+}
+
+/// LeaderHealthy, from the most serious finding down: staleness, no leader, a holder that
+/// is not one of the Pods, flapping, slow renewals.
 fn leader_condition(
     report: &ConfigReport,
     observation: Option<&LockObservation>,
+    holder: &HolderCheck,
     lock: &str,
 ) -> Rendered {
-    let unknown = |reason: &'static str, message: String| {
-        (condition::LEADER_HEALTHY, "Unknown", reason, message)
-    };
+    let unknown = |reason: &'static str, message: String| (condition::LEADER_HEALTHY, "Unknown", reason, message);
     match &report.outcome {
         ConfigOutcome::Invalid(_) => {
-            return unknown(
-                reason::INVALID_POLICY,
-                "the lock is not watched while the policy is invalid".into(),
-            );
+            return unknown(reason::INVALID_POLICY, "the lock is not watched while the policy is invalid".into());
         }
         ConfigOutcome::Conflict(_) => {
             return unknown(
@@ -218,52 +182,65 @@ fn leader_condition(
         _ => {}
     }
     let Some(observation) = observation else {
-        return unknown(
-            reason::RECONCILING,
-            format!("waiting for the first look at {lock}"),
-        );
+        return unknown(reason::RECONCILING, format!("waiting for the first look at {lock}"));
     };
     let leader = observation.leader();
-    let since = |o: &LockObservation| {
-        o.last_change()
-            .map_or_else(|| "unknown".into(), |m| m.wall.to_string())
-    };
+    let since = |o: &LockObservation| o.last_change().map_or_else(|| "unknown".into(), |m| m.wall.to_string());
     match observation.health() {
         Health::Healthy if observation.is_unobservable() => unknown(
             reason::LOCK_UNOBSERVABLE,
+            format!("{lock} cannot be watched right now; last renewal by {leader} observed at {}", since(observation)),
+        ),
+        Health::Healthy if holder.not_found_among.is_some() => (
+            condition::LEADER_HEALTHY,
+            "False",
+            reason::HOLDER_NOT_FOUND,
             format!(
-                "{lock} cannot be watched right now; last renewal by {leader} observed at {}",
-                since(observation)
+                "{leader} holds {lock} but is not a Pod of the selected Deployments ({}): a deleted Pod still \
+                 holding it, or a process outside them",
+                holder.not_found_among.as_deref().unwrap_or_default().join(", ")
             ),
         ),
-        Health::Healthy => (
+        Health::Healthy if observation.is_flapping() => {
+            let d = observation.detection();
+            (
+                condition::LEADER_HEALTHY,
+                "False",
+                reason::LEADER_FLAPPING,
+                format!(
+                    "more than {} leader changes within {}s; {leader} holds {lock} now",
+                    d.flapping_transitions,
+                    d.flapping_window.as_secs()
+                ),
+            )
+        }
+        Health::Healthy if observation.is_slow() => (
             condition::LEADER_HEALTHY,
             "True",
-            reason::LEADER_RENEWING,
-            format!("{leader} holds {lock} and renews it"),
+            reason::RENEWALS_SLOW,
+            format!(
+                "{leader} holds {lock} but no renewal was observed for {}ms; the lease goes stale at {}s",
+                observation.detection().slow_renewal_after.as_millis(),
+                observation.lease_duration().as_secs()
+            ),
         ),
+        Health::Healthy => {
+            (condition::LEADER_HEALTHY, "True", reason::LEADER_RENEWING, format!("{leader} holds {lock} and renews it"))
+        }
         Health::Stale => (
             condition::LEADER_HEALTHY,
             "False",
             reason::LEASE_STALE,
             format!(
                 "{leader} has not renewed {lock} since {} (leaseDuration {}s)",
-                observation
-                    .stale_since()
-                    .map_or_else(|| since(observation), |t| t.to_string()),
+                observation.stale_since().map_or_else(|| since(observation), |t| t.to_string()),
                 observation.lease_duration().as_secs()
             ),
         ),
-        Health::NoLeader => (
-            condition::LEADER_HEALTHY,
-            "False",
-            reason::NO_LEADER,
-            format!("{lock} exists but nobody holds it"),
-        ),
-        Health::Pending => unknown(
-            reason::LOCK_NOT_FOUND,
-            format!("no leader-election record in {lock} yet"),
-        ),
+        Health::NoLeader => {
+            (condition::LEADER_HEALTHY, "False", reason::NO_LEADER, format!("{lock} exists but nobody holds it"))
+        }
+        Health::Pending => unknown(reason::LOCK_NOT_FOUND, format!("no leader-election record in {lock} yet")),
         Health::Malformed(why) => unknown(reason::MALFORMED_LOCK_RECORD, format!("{lock}: {why}")),
     }
 }
@@ -289,21 +266,23 @@ mod tests {
         },
     };
 
+    const DETECTION: crate::domain::validation::Detection = crate::domain::validation::Detection {
+        flapping_transitions: 3,
+        flapping_window: Duration::from_secs(600),
+        slow_renewal_after: Duration::from_secs(5),
+    };
+
     fn report(outcome: ConfigOutcome) -> ConfigReport {
         ConfigReport {
             generation: Some(3),
             outcome,
-            lock: Some(LockKey {
-                type_: LockType::Lease,
-                namespace: "ns".into(),
-                name: "l".into(),
-            }),
+            lock: Some(LockKey { type_: LockType::Lease, namespace: "ns".into(), name: "l".into() }),
             selector: "app=demo".into(),
         }
     }
 
     fn observed(holder: &str, renew_second: i64, at: Moment) -> LockObservation {
-        let mut o = LockObservation::new(Duration::from_secs(15), Resumed::default());
+        let mut o = LockObservation::new(Duration::from_secs(15), DETECTION, Resumed::default());
         o.observe(
             at,
             LockContent::Record(LeaderElectionRecord {
@@ -328,6 +307,7 @@ mod tests {
         let s = render(
             &report(ConfigOutcome::Injected(vec!["web".into()])),
             Some(&o),
+            &HolderCheck::default(),
             None,
             now.wall,
         );
@@ -349,15 +329,13 @@ mod tests {
         let s = render(
             &report(ConfigOutcome::Injected(vec!["web".into()])),
             Some(&o),
+            &HolderCheck::default(),
             None,
             now.wall,
         );
         assert_eq!(s.state, Some(PolicyState::Stale));
         let leader = condition(&s, "LeaderHealthy");
-        assert_eq!(
-            (leader.status.as_str(), leader.reason.as_str()),
-            ("False", "LeaseStale")
-        );
+        assert_eq!((leader.status.as_str(), leader.reason.as_str()), ("False", "LeaseStale"));
         assert_eq!(condition(&s, "Ready").reason, "LeaseStale");
     }
 
@@ -366,35 +344,23 @@ mod tests {
         let now = Moment::now();
         let o = observed("pod-a", 1, now);
         let s = render(
-            &report(ConfigOutcome::Invalid(
-                "leaseDuration must be greater than renewDeadline".into(),
-            )),
+            &report(ConfigOutcome::Invalid("leaseDuration must be greater than renewDeadline".into())),
             Some(&o),
+            &HolderCheck::default(),
             None,
             now.wall,
         );
         assert_eq!(s.state, Some(PolicyState::Invalid));
         assert_eq!(s.leader, "");
-        assert_eq!(
-            condition(&s, "Ready").message,
-            "leaseDuration must be greater than renewDeadline"
-        );
+        assert_eq!(condition(&s, "Ready").message, "leaseDuration must be greater than renewDeadline");
         assert_eq!(condition(&s, "LeaderHealthy").status, "Unknown");
     }
 
     #[test]
     fn no_matching_deployment_is_target_not_found() {
-        let s = render(
-            &report(ConfigOutcome::Injected(vec![])),
-            None,
-            None,
-            Timestamp::now(),
-        );
+        let s = render(&report(ConfigOutcome::Injected(vec![])), None, &HolderCheck::default(), None, Timestamp::now());
         let c = condition(&s, "ConfigInjected");
-        assert_eq!(
-            (c.status.as_str(), c.reason.as_str()),
-            ("False", "TargetNotFound")
-        );
+        assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "TargetNotFound"));
         assert!(c.message.contains("app=demo"));
         assert_eq!(s.state, Some(PolicyState::Pending));
     }
@@ -404,13 +370,10 @@ mod tests {
         let t0 = Moment::now();
         let o = observed("pod-a", 1, t0);
         let r = report(ConfigOutcome::Injected(vec!["web".into()]));
-        let first = render(&r, Some(&o), None, t0.wall);
+        let first = render(&r, Some(&o), &HolderCheck::default(), None, t0.wall);
         let later = t0.after(Duration::from_secs(60));
-        let second = render(&r, Some(&o), Some(&first), later.wall);
-        assert_eq!(
-            condition(&second, "Ready").last_transition_time,
-            Time(t0.wall)
-        );
+        let second = render(&r, Some(&o), &HolderCheck::default(), Some(&first), later.wall);
+        assert_eq!(condition(&second, "Ready").last_transition_time, Time(t0.wall));
     }
 
     #[test]
@@ -418,7 +381,7 @@ mod tests {
         let t0 = Moment::now();
         let mut o = observed("pod-a", 1, t0);
         let r = report(ConfigOutcome::Injected(vec!["web".into()]));
-        let before = render(&r, Some(&o), None, t0.wall);
+        let before = render(&r, Some(&o), &HolderCheck::default(), None, t0.wall);
         let t1 = t0.after(Duration::from_secs(2));
         o.observe(
             t1,
@@ -430,7 +393,7 @@ mod tests {
                 leader_transitions: 2,
             }),
         );
-        let after = render(&r, Some(&o), Some(&before), t1.wall);
+        let after = render(&r, Some(&o), &HolderCheck::default(), Some(&before), t1.wall);
         assert_ne!(before.last_observed_renewal, after.last_observed_renewal);
         assert!(!differs_for_users(&before, &after));
     }

@@ -28,13 +28,23 @@ pub struct Timings {
     pub retry_period: Duration,
 }
 
-/// Switches that widen what a policy may do; both are operator flags, off by default.
+/// Switches that widen what a policy may do; all are operator flags, off by default.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PolicyOptions {
     /// Let a policy watch a lock in another namespace than its own.
     pub allow_cross_namespace_locks: bool,
     /// Let policies use Endpoints and ConfigMap locks (the operator then reads those kinds).
     pub legacy_locks: bool,
+    /// Let policies keep a leader label on the holder's Pod (the operator may patch Pods).
+    pub leader_pod_label: bool,
+}
+
+/// The detection thresholds, parsed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Detection {
+    pub flapping_transitions: usize,
+    pub flapping_window: Duration,
+    pub slow_renewal_after: Duration,
 }
 
 /// A policy the operator can act on: every rule holds and every value is parsed.
@@ -42,6 +52,8 @@ pub struct PolicyOptions {
 pub struct ValidPolicy {
     pub lock: LockKey,
     pub timings: Timings,
+    pub detection: Detection,
+    pub leader_pod_label: bool,
     pub selector: Selector,
     pub injection: InjectionSpec,
     /// The durations as the user wrote them, which is how they are injected.
@@ -74,11 +86,7 @@ pub fn validate(
         }
     };
 
-    let lock_namespace = spec
-        .lock
-        .namespace
-        .clone()
-        .unwrap_or_else(|| policy_namespace.to_string());
+    let lock_namespace = spec.lock.namespace.clone().unwrap_or_else(|| policy_namespace.to_string());
     if lock_namespace != policy_namespace && !options.allow_cross_namespace_locks {
         problems.push(format!(
             "lock.namespace: {lock_namespace:?} is not the policy's namespace {policy_namespace:?}; \
@@ -94,15 +102,28 @@ pub fn validate(
         ));
     }
 
-    match (selector, problems.is_empty()) {
-        (Some(selector), true) => Ok(ValidPolicy {
-            lock: LockKey {
-                type_: spec.lock.type_,
-                namespace: lock_namespace,
-                name: spec.lock.name.clone(),
-            },
+    if spec.leader_pod_label && !options.leader_pod_label {
+        problems.push(
+            "leaderPodLabel: the operator must run with --leader-pod-label (Helm value \
+             leaderPodLabel.enabled) to label Pods"
+                .into(),
+        );
+    }
+    let detection = match parse_detection(spec) {
+        Ok(detection) => Some(detection),
+        Err(problem) => {
+            problems.push(problem);
+            None
+        }
+    };
+
+    match (selector, detection, problems.is_empty()) {
+        (Some(selector), Some(detection), true) => Ok(ValidPolicy {
+            lock: LockKey { type_: spec.lock.type_, namespace: lock_namespace, name: spec.lock.name.clone() },
             // Parsed successfully by the timing rule above, so these cannot fail here.
             timings: parse_timings(spec).map_err(|e| InvalidPolicy(vec![e]))?,
+            detection,
+            leader_pod_label: spec.leader_pod_label,
             selector,
             injection: spec.injection.clone(),
             lease_duration: spec.lease_duration.clone(),
@@ -117,11 +138,9 @@ pub fn validate(
 pub fn check_timings(t: &Timings) -> Result<(), String> {
     // client-go checks the relations first; checking positivity first gives "0s" a message
     // that names the actual mistake.
-    for (field, value) in [
-        ("leaseDuration", t.lease_duration),
-        ("renewDeadline", t.renew_deadline),
-        ("retryPeriod", t.retry_period),
-    ] {
+    for (field, value) in
+        [("leaseDuration", t.lease_duration), ("renewDeadline", t.renew_deadline), ("retryPeriod", t.retry_period)]
+    {
         if value.is_zero() {
             return Err(format!("{field} must be greater than 0"));
         }
@@ -130,12 +149,8 @@ pub fn check_timings(t: &Timings) -> Result<(), String> {
         return Err("leaseDuration must be greater than renewDeadline".into());
     }
     // renewDeadline > 1.2 * retryPeriod, in exact integer arithmetic.
-    if t.renew_deadline.as_nanos() * JITTER_FACTOR_DENOMINATOR
-        <= t.retry_period.as_nanos() * JITTER_FACTOR_NUMERATOR
-    {
-        return Err(
-            "renewDeadline must be greater than 1.2 x retryPeriod (client-go JitterFactor)".into(),
-        );
+    if t.renew_deadline.as_nanos() * JITTER_FACTOR_DENOMINATOR <= t.retry_period.as_nanos() * JITTER_FACTOR_NUMERATOR {
+        return Err("renewDeadline must be greater than 1.2 x retryPeriod (client-go JitterFactor)".into());
     }
     Ok(())
 }
@@ -149,9 +164,7 @@ pub fn parse_go_duration(field: &str, text: &str) -> Result<Duration, String> {
     if negative && nanos > 0 {
         return Err(format!("{field} must be greater than 0, got {text:?}"));
     }
-    Ok(Duration::from_nanos(
-        u64::try_from(nanos).map_err(|_| invalid())?,
-    ))
+    Ok(Duration::from_nanos(u64::try_from(nanos).map_err(|_| invalid())?))
 }
 
 /// `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+`, or "0": Go's grammar, with Go's range limit.
@@ -169,9 +182,7 @@ fn go_duration_nanos(text: &str) -> Option<(bool, u128)> {
     }
     let mut total: u128 = 0;
     while !rest.is_empty() {
-        let integer_end = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
+        let integer_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
         let (integer, after) = rest.split_at(integer_end);
         let (fraction, after) = match after.strip_prefix('.') {
             Some(f) => {
@@ -183,9 +194,7 @@ fn go_duration_nanos(text: &str) -> Option<(bool, u128)> {
         if integer.is_empty() && fraction.is_empty() {
             return None;
         }
-        let unit_end = after
-            .find(|c: char| c == '.' || c.is_ascii_digit())
-            .unwrap_or(after.len());
+        let unit_end = after.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(after.len());
         let (unit, after) = after.split_at(unit_end);
         let unit_nanos: u128 = match unit {
             "ns" => 1,
@@ -196,11 +205,7 @@ fn go_duration_nanos(text: &str) -> Option<(bool, u128)> {
             "h" => 3_600_000_000_000,
             _ => return None,
         };
-        let whole: u128 = if integer.is_empty() {
-            0
-        } else {
-            integer.parse().ok()?
-        };
+        let whole: u128 = if integer.is_empty() { 0 } else { integer.parse().ok()? };
         total = total.checked_add(whole.checked_mul(unit_nanos)?)?;
         // Go keeps the fraction to the precision that fits and truncates the rest.
         let mut scale: u128 = 1;
@@ -216,6 +221,33 @@ fn go_duration_nanos(text: &str) -> Option<(bool, u128)> {
         rest = after;
     }
     Some((negative, total))
+}
+
+/// The detection thresholds, with renewDeadline / 2 as the default slow-renewal threshold.
+fn parse_detection(spec: &ElectionPolicySpec) -> Result<Detection, String> {
+    let window = parse_go_duration("detection.flappingWindow", &spec.detection.flapping_window)?;
+    if window.is_zero() {
+        return Err("detection.flappingWindow must be greater than 0".into());
+    }
+    let timings = parse_timings(spec).ok();
+    let slow = match &spec.detection.slow_renewal_after {
+        Some(text) => parse_go_duration("detection.slowRenewalAfter", text)?,
+        None => timings.map_or(Duration::from_secs(5), |t| t.renew_deadline / 2),
+    };
+    if slow.is_zero() {
+        return Err("detection.slowRenewalAfter must be greater than 0".into());
+    }
+    if timings.is_some_and(|t| slow >= t.lease_duration) {
+        return Err(
+            "detection.slowRenewalAfter must be shorter than leaseDuration, or LeaseStale would always come first"
+                .into(),
+        );
+    }
+    Ok(Detection {
+        flapping_transitions: spec.detection.flapping_transitions as usize,
+        flapping_window: window,
+        slow_renewal_after: slow,
+    })
 }
 
 fn parse_timings(spec: &ElectionPolicySpec) -> Result<Timings, String> {
@@ -242,7 +274,9 @@ fn parse_selector(spec: &ElectionPolicySpec) -> Result<Selector, String> {
     let labels = selector.match_labels.as_ref().map_or(0, |l| l.len());
     let expressions = selector.match_expressions.as_ref().map_or(0, |e| e.len());
     if labels + expressions == 0 {
-        return Err("selector must not be empty: an empty selector would select every Deployment in the namespace".into());
+        return Err(
+            "selector must not be empty: an empty selector would select every Deployment in the namespace".into()
+        );
     }
     Selector::try_from(selector.clone()).map_err(|e: ParseExpressionError| format!("selector: {e}"))
 }
@@ -297,16 +331,8 @@ fn flatten_errors(prefix: &str, errors: &ValidationErrors, out: &mut Vec<String>
         match kind {
             ValidationErrorsKind::Field(list) => {
                 for error in list {
-                    let message = error
-                        .message
-                        .as_ref()
-                        .map(|m| m.to_string())
-                        .unwrap_or_else(|| describe(error));
-                    out.push(if path.is_empty() {
-                        message
-                    } else {
-                        format!("{path}: {message}")
-                    });
+                    let message = error.message.as_ref().map(|m| m.to_string()).unwrap_or_else(|| describe(error));
+                    out.push(if path.is_empty() { message } else { format!("{path}: {message}") });
                 }
             }
             ValidationErrorsKind::Struct(inner) => flatten_errors(&path, inner, out),
@@ -369,9 +395,7 @@ mod tests {
     }
 
     fn problems(overrides: serde_json::Value, options: PolicyOptions) -> String {
-        validate("apps", &spec(overrides), options)
-            .unwrap_err()
-            .to_string()
+        validate("apps", &spec(overrides), options).unwrap_err().to_string()
     }
 
     #[test]
@@ -386,64 +410,39 @@ mod tests {
             }
         );
         assert_eq!(valid.lock.to_string(), "leases/apps/demo-lock");
+        assert_eq!(
+            valid.detection,
+            Detection {
+                flapping_transitions: 3,
+                flapping_window: Duration::from_secs(600),
+                slow_renewal_after: Duration::from_secs(5)
+            }
+        );
     }
 
     #[test]
     fn each_rule_has_its_own_message() {
         let none = PolicyOptions::default();
         let table = [
-            (
-                json!({"leaseDuration": "10s"}),
-                "leaseDuration must be greater than renewDeadline",
-            ),
-            (
-                json!({"renewDeadline": "2400ms"}),
-                "renewDeadline must be greater than 1.2 x retryPeriod",
-            ),
-            (
-                json!({"retryPeriod": "0s"}),
-                "retryPeriod must be greater than 0",
-            ),
-            (
-                json!({"leaseDuration": "-15s"}),
-                "leaseDuration must be greater than 0",
-            ),
-            (
-                json!({"renewDeadline": "soon"}),
-                "renewDeadline: \"soon\" is not a Go duration",
-            ),
-            (
-                json!({"lock": {"name": "Bad_Name"}}),
-                "lock.name: must be a DNS-1123 subdomain",
-            ),
-            (
-                json!({"lock": {"name": "x", "namespace": "UPPER"}}),
-                "lock.namespace: must be a DNS-1123 label",
-            ),
+            (json!({"leaseDuration": "10s"}), "leaseDuration must be greater than renewDeadline"),
+            (json!({"renewDeadline": "2400ms"}), "renewDeadline must be greater than 1.2 x retryPeriod"),
+            (json!({"retryPeriod": "0s"}), "retryPeriod must be greater than 0"),
+            (json!({"leaseDuration": "-15s"}), "leaseDuration must be greater than 0"),
+            (json!({"renewDeadline": "soon"}), "renewDeadline: \"soon\" is not a Go duration"),
+            (json!({"lock": {"name": "Bad_Name"}}), "lock.name: must be a DNS-1123 subdomain"),
+            (json!({"lock": {"name": "x", "namespace": "UPPER"}}), "lock.namespace: must be a DNS-1123 label"),
             (json!({"selector": {}}), "selector must not be empty"),
             (
                 json!({"selector": {"matchExpressions": [{"key": "a", "operator": "Near", "values": ["b"]}]}}),
                 "selector:",
             ),
-            (
-                json!({"injection": {"containers": []}}),
-                "injection.containers: length must be between 1 and 64",
-            ),
-            (
-                json!({"lock": {"name": "x", "namespace": "other"}}),
-                "--allow-cross-namespace-locks",
-            ),
-            (
-                json!({"lock": {"name": "x", "type": "ConfigMap"}}),
-                "--legacy-locks",
-            ),
+            (json!({"injection": {"containers": []}}), "injection.containers: length must be between 1 and 64"),
+            (json!({"lock": {"name": "x", "namespace": "other"}}), "--allow-cross-namespace-locks"),
+            (json!({"lock": {"name": "x", "type": "ConfigMap"}}), "--legacy-locks"),
         ];
         for (overrides, expected) in table {
             let message = problems(overrides.clone(), none);
-            assert!(
-                message.contains(expected),
-                "{overrides}: got {message:?}, expected {expected:?}"
-            );
+            assert!(message.contains(expected), "{overrides}: got {message:?}, expected {expected:?}");
         }
     }
 
@@ -454,19 +453,13 @@ mod tests {
             renew_deadline: Duration::from_millis(renew_ms),
             retry_period: Duration::from_secs(2),
         };
-        assert!(
-            check_timings(&t(2400)).is_err(),
-            "2.4s is not greater than 1.2 x 2s"
-        );
+        assert!(check_timings(&t(2400)).is_err(), "2.4s is not greater than 1.2 x 2s");
         assert!(check_timings(&t(2401)).is_ok());
     }
 
     #[test]
     fn options_widen_what_is_allowed() {
-        let options = PolicyOptions {
-            allow_cross_namespace_locks: true,
-            legacy_locks: true,
-        };
+        let options = PolicyOptions { allow_cross_namespace_locks: true, legacy_locks: true, leader_pod_label: true };
         let overrides = json!({"lock": {"name": "x", "namespace": "other", "type": "Endpoints"}});
         let valid = validate("apps", &spec(overrides), options).unwrap();
         assert_eq!(valid.lock.to_string(), "endpoints/other/x");
@@ -474,38 +467,16 @@ mod tests {
 
     #[test]
     fn durations_parse_like_go() {
-        for (text, millis) in [
-            ("1h", 3_600_000),
-            ("1m30s", 90_000),
-            ("1.5s", 1_500),
-            ("500ms", 500),
-            ("2s", 2_000),
-        ] {
-            assert_eq!(
-                parse_go_duration("x", text).unwrap(),
-                Duration::from_millis(millis),
-                "{text}"
-            );
+        for (text, millis) in [("1h", 3_600_000), ("1m30s", 90_000), ("1.5s", 1_500), ("500ms", 500), ("2s", 2_000)] {
+            assert_eq!(parse_go_duration("x", text).unwrap(), Duration::from_millis(millis), "{text}");
         }
         assert_eq!(parse_go_duration("x", "0").unwrap(), Duration::ZERO);
-        assert_eq!(
-            parse_go_duration("x", "1.000000001s").unwrap(),
-            Duration::from_nanos(1_000_000_001)
-        );
-        assert_eq!(
-            parse_go_duration("x", ".5m").unwrap(),
-            Duration::from_secs(30)
-        );
+        assert_eq!(parse_go_duration("x", "1.000000001s").unwrap(), Duration::from_nanos(1_000_000_001));
+        assert_eq!(parse_go_duration("x", ".5m").unwrap(), Duration::from_secs(30));
         assert!(parse_go_duration("x", "2562047h").is_ok());
-        assert!(
-            parse_go_duration("x", "2562048h").is_err(),
-            "beyond Go's int64 nanoseconds"
-        );
+        assert!(parse_go_duration("x", "2562048h").is_err(), "beyond Go's int64 nanoseconds");
         for text in ["", "15", "s", "1d", "--1s", "1e3s", ".s", "+", "1.s.s"] {
-            assert!(
-                parse_go_duration("x", text).is_err(),
-                "{text:?} should not parse"
-            );
+            assert!(parse_go_duration("x", text).is_err(), "{text:?} should not parse");
         }
     }
 }

@@ -31,7 +31,7 @@ use crate::{
         injection::{FIELD_MANAGER, apply_config, injected_by, is_applied, removal_config},
         reasons::{condition, condition_reason, event},
         status::{ConfigOutcome, ConfigReport},
-        validation::{PolicyOptions, ValidPolicy, validate},
+        validation::{Detection, PolicyOptions, ValidPolicy, validate},
     },
     k8s::{
         WatchBackoff, api_call,
@@ -75,15 +75,7 @@ pub struct Parts {
 /// Runs the controller until `shutdown` is cancelled; calls `ready` once its caches are
 /// synced.
 pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: CancellationToken) {
-    let Parts {
-        client,
-        options,
-        observer,
-        events,
-        labeler,
-        metrics,
-        concurrency,
-    } = parts;
+    let Parts { client, options, observer, events, labeler, metrics, concurrency } = parts;
     // Ready once both caches have listed. (Not Store::wait_until_ready: kube-runtime wakes
     // only one of several waiters, and the controller is already one.)
     let synced = Arc::new(SyncLatch::new(2, ready));
@@ -132,9 +124,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
 
     let mapper_policies = policies.clone();
     Controller::for_stream(policy_stream, policies)
-        .watches_stream(deployment_stream, move |deployment| {
-            policies_for_deployment(&mapper_policies, &deployment)
-        })
+        .watches_stream(deployment_stream, move |deployment| policies_for_deployment(&mapper_policies, &deployment))
         .reconcile_on(tokio_stream_from(retries))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown.cancelled_owned())
@@ -168,10 +158,7 @@ fn track_deletions(
 /// Policies with a finalizer are cleaned up by reconcile before they go; the others (which
 /// injected nothing) just vanish from the watch. The observer forgets them (and takes the
 /// label off a lock nobody watches any more).
-async fn forget_deleted_policies(
-    mut gone: mpsc::UnboundedReceiver<Gone>,
-    observer: ObserverHandle,
-) {
+async fn forget_deleted_policies(mut gone: mpsc::UnboundedReceiver<Gone>, observer: ObserverHandle) {
     while let Some(event) = gone.recv().await {
         match event {
             Gone::Deleted(policy) => observer.unregister(policy).await,
@@ -189,9 +176,7 @@ struct SyncLatch {
 
 impl SyncLatch {
     fn new(count: usize, ready: impl FnOnce() + Send + 'static) -> Self {
-        SyncLatch {
-            remaining: std::sync::Mutex::new((count, Some(Box::new(ready)))),
-        }
+        SyncLatch { remaining: std::sync::Mutex::new((count, Some(Box::new(ready)))) }
     }
 
     fn listed<K>(&self, event: &watcher::Event<K>) {
@@ -229,26 +214,18 @@ fn policies_for_deployment(
         .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
         .filter(|p| {
             carrier == Some(p.name_any().as_str())
-                || kube::core::Selector::try_from(p.spec.selector.clone())
-                    .is_ok_and(|s| s.matches(labels))
+                || kube::core::Selector::try_from(p.spec.selector.clone()).is_ok_and(|s| s.matches(labels))
         })
         .map(|p| ObjectRef::from_obj(p.as_ref()))
         .collect()
 }
 
 async fn reconcile(policy: Arc<ElectionPolicy>, context: Arc<Context>) -> Result<Action> {
-    let namespace = policy
-        .namespace()
-        .ok_or(Error::MissingField("metadata.namespace"))?;
+    let namespace = policy.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let span = info_span!("reconcile", namespace = %namespace, policy = %policy.name_any());
     let started = std::time::Instant::now();
-    let result = reconcile_policy(&policy, &context, &namespace)
-        .instrument(span)
-        .await;
-    context.metrics.reconciled(
-        started.elapsed(),
-        result.as_ref().err().map(Error::metric_label),
-    );
+    let result = reconcile_policy(&policy, &context, &namespace).instrument(span).await;
+    context.metrics.reconciled(started.elapsed(), result.as_ref().err().map(Error::metric_label));
     result
 }
 
@@ -256,11 +233,7 @@ async fn reconcile(policy: Arc<ElectionPolicy>, context: Arc<Context>) -> Result
 /// it is added before anything is injected and removed once everything is taken out. An
 /// observe-only policy (injection.mode None) holds none, so deleting it never waits for the
 /// operator (the chart's own policy goes with `helm uninstall`, operator and all).
-async fn reconcile_policy(
-    policy: &ElectionPolicy,
-    context: &Context,
-    namespace: &str,
-) -> Result<Action> {
+async fn reconcile_policy(policy: &ElectionPolicy, context: &Context, namespace: &str) -> Result<Action> {
     let api: Api<ElectionPolicy> = Api::namespaced(context.client.clone(), namespace);
     let held = policy.finalizers().iter().any(|f| f == FINALIZER);
     if policy.metadata.deletion_timestamp.is_some() {
@@ -290,12 +263,7 @@ async fn set_finalizer(
     present: bool,
     metrics: &Metrics,
 ) -> Result<()> {
-    let mut finalizers: Vec<String> = policy
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
+    let mut finalizers: Vec<String> = policy.finalizers().iter().filter(|f| *f != FINALIZER).cloned().collect();
     if present {
         finalizers.push(FINALIZER.into());
     }
@@ -305,11 +273,7 @@ async fn set_finalizer(
     api_call(
         metrics,
         "patch_policy_finalizer",
-        api.patch(
-            &policy.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        ),
+        api.patch(&policy.name_any(), &PatchParams::default(), &Patch::Merge(&patch)),
     )
     .await?;
     Ok(())
@@ -326,49 +290,49 @@ async fn apply(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     let regarding = regarding(policy);
     let selector_text = selector_text(policy);
 
-    let (outcome, lock, fallback) = match validate(&namespace, &policy.spec, context.options) {
+    let valid = validate(&namespace, &policy.spec, context.options);
+    let selected = match &valid {
+        Ok(valid) => selected_deployments(context, &namespace, valid),
+        Err(_) => Vec::new(),
+    };
+    let outcome = match &valid {
         Err(invalid) => {
             info!(reason = %invalid, "policy is invalid");
-            (
-                ConfigOutcome::Invalid(invalid.to_string()),
-                None,
-                Duration::from_secs(15),
-            )
+            ConfigOutcome::Invalid(invalid.to_string())
         }
-        Ok(valid) => {
-            let fallback = valid.timings.lease_duration;
-            let lock = Some(valid.lock.clone());
-            match conflict(policy, &valid, context) {
-                Some(message) => (ConfigOutcome::Conflict(message), lock, fallback),
-                None => {
-                    if let Err(error) = context.labeler.label(&valid.lock).await {
-                        // Not fatal: the observer's probe labels it later.
-                        warn!(lock = %valid.lock, %error, "could not label lock");
-                    }
-                    (
-                        inject(policy, &valid, &regarding, context).await?,
-                        lock,
-                        fallback,
-                    )
+        Ok(valid) => match conflict(policy, valid, context) {
+            Some(message) => ConfigOutcome::Conflict(message),
+            None => {
+                if let Err(error) = context.labeler.label(&valid.lock).await {
+                    // Not fatal: the observer's probe labels it later.
+                    warn!(lock = %valid.lock, %error, "could not label lock");
                 }
+                inject(policy, valid, &selected, &regarding, context).await?
             }
-        }
+        },
     };
 
     if spec_changed(policy) {
         retry_conflicting(context, &regarding);
     }
+    let (lock, fallback, detection, leader_pod_label) = match &valid {
+        Ok(v) => (Some(v.lock.clone()), v.timings.lease_duration, v.detection, v.leader_pod_label),
+        Err(_) => (None, Duration::from_secs(15), DEFAULT_DETECTION, false),
+    };
     context
         .observer
         .register(Registration {
             regarding,
-            report: ConfigReport {
-                generation: policy.metadata.generation,
-                outcome,
-                lock,
-                selector: selector_text,
-            },
+            report: ConfigReport { generation: policy.metadata.generation, outcome, lock, selector: selector_text },
             fallback_lease_duration: fallback,
+            detection,
+            // The Deployments' own Pod selectors say which Pods are theirs.
+            pod_selectors: selected
+                .iter()
+                .filter_map(|d| kube::core::Selector::try_from(d.spec.selector.clone()).ok())
+                .collect(),
+            deployments: selected.iter().map(|d| d.name_any()).collect(),
+            leader_pod_label,
             current_status: policy.status.clone(),
         })
         .await;
@@ -376,6 +340,28 @@ async fn apply(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     // Everything that matters triggers a reconcile; this is a safety net against missed
     // watch events.
     Ok(Action::requeue(Duration::from_secs(300)))
+}
+
+/// Placeholder thresholds for a policy too invalid to have its own; nothing is observed
+/// for it anyway.
+const DEFAULT_DETECTION: Detection = Detection {
+    flapping_transitions: 3,
+    flapping_window: Duration::from_secs(600),
+    slow_renewal_after: Duration::from_secs(5),
+};
+
+/// The Deployments in `namespace` the policy selects, by name.
+fn selected_deployments(context: &Context, namespace: &str, valid: &ValidPolicy) -> Vec<Arc<Deployment>> {
+    let mut selected: Vec<Arc<Deployment>> = context
+        .deployments
+        .state()
+        .into_iter()
+        .filter(|d| d.namespace().as_deref() == Some(namespace))
+        .filter(|d| d.metadata.deletion_timestamp.is_none())
+        .filter(|d| valid.selector.matches(d.labels()))
+        .collect();
+    selected.sort_by_key(|d| d.name_any());
+    selected
 }
 
 async fn cleanup(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
@@ -413,10 +399,8 @@ fn conflict(policy: &ElectionPolicy, valid: &ValidPolicy, context: &Context) -> 
             Some((p, valid))
         })
         .collect();
-    let names: Vec<(String, String)> = others
-        .iter()
-        .map(|(p, _)| (p.namespace().unwrap_or_default(), p.name_any()))
-        .collect();
+    let names: Vec<(String, String)> =
+        others.iter().map(|(p, _)| (p.namespace().unwrap_or_default(), p.name_any())).collect();
     let claimants = others.iter().zip(&names).map(|((p, v), (ns, n))| Claimant {
         namespace: ns,
         name: n,
@@ -439,25 +423,17 @@ fn conflict(policy: &ElectionPolicy, valid: &ValidPolicy, context: &Context) -> 
 async fn inject(
     policy: &ElectionPolicy,
     valid: &ValidPolicy,
+    selected: &[Arc<Deployment>],
     regarding: &Regarding,
     context: &Context,
 ) -> Result<ConfigOutcome> {
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
-    let mut selected: Vec<Arc<Deployment>> = context
-        .deployments
-        .state()
-        .into_iter()
-        .filter(|d| d.namespace().as_deref() == Some(namespace.as_str()))
-        .filter(|d| d.metadata.deletion_timestamp.is_none())
-        .filter(|d| valid.selector.matches(d.labels()))
-        .collect();
-    selected.sort_by_key(|d| d.name_any());
     let selected_names: Vec<String> = selected.iter().map(|d| d.name_any()).collect();
 
     for deployment in carriers(context, &namespace, &name) {
-        let still_wanted = valid.injection.mode != InjectionMode::None
-            && selected_names.contains(&deployment.name_any());
+        let still_wanted =
+            valid.injection.mode != InjectionMode::None && selected_names.contains(&deployment.name_any());
         if !still_wanted {
             remove_injection(&deployment, regarding, context).await?;
         }
@@ -468,7 +444,7 @@ async fn inject(
 
     let mut injected = Vec::new();
     let mut failures = Vec::new();
-    for deployment in &selected {
+    for deployment in selected {
         let deployment_name = deployment.name_any();
         let config = match apply_config(deployment, &name, valid) {
             Ok(config) => config,
@@ -499,15 +475,23 @@ async fn inject(
         {
             Ok(_) => {
                 info!(deployment = %deployment_name, mode = ?valid.injection.mode, "configuration injected");
-                publish(context, regarding, Severity::Normal, event::CONFIG_INJECTED, format!(
-                    "updated the pod template of Deployment {deployment_name} ({:?} mode, lock {})",
-                    valid.injection.mode, valid.lock
-                ))
+                publish(
+                    context,
+                    regarding,
+                    Severity::Normal,
+                    event::CONFIG_INJECTED,
+                    format!(
+                        "updated the pod template of Deployment {deployment_name} ({:?} mode, lock {})",
+                        valid.injection.mode, valid.lock
+                    ),
+                )
                 .await;
                 injected.push(deployment_name);
             }
             Err(error) if status_code(&error) == Some(409) => {
-                failures.push(format!("Deployment {deployment_name}: another field manager owns a field the configuration sets: {error}"));
+                failures.push(format!(
+                    "Deployment {deployment_name}: another field manager owns a field the configuration sets: {error}"
+                ));
             }
             Err(error) if matches!(status_code(&error), Some(400 | 403 | 422)) => {
                 failures.push(format!("Deployment {deployment_name}: {error}"));
@@ -518,32 +502,18 @@ async fn inject(
     Ok(if failures.is_empty() {
         ConfigOutcome::Injected(injected)
     } else {
-        ConfigOutcome::Failed {
-            message: failures.join("; "),
-            injected,
-        }
+        ConfigOutcome::Failed { message: failures.join("; "), injected }
     })
 }
 
-async fn remove_injection(
-    deployment: &Deployment,
-    regarding: &Regarding,
-    context: &Context,
-) -> Result<()> {
+async fn remove_injection(deployment: &Deployment, regarding: &Regarding, context: &Context) -> Result<()> {
     let deployment_name = deployment.name_any();
     let config = removal_config(deployment)?;
-    let api: Api<Deployment> = Api::namespaced(
-        context.client.clone(),
-        &deployment.namespace().unwrap_or_default(),
-    );
+    let api: Api<Deployment> = Api::namespaced(context.client.clone(), &deployment.namespace().unwrap_or_default());
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = config.get("spec").is_some();
-    match api_call(
-        &context.metrics,
-        "apply_deployment",
-        api.patch(&deployment_name, &params, &Patch::Apply(&config)),
-    )
-    .await
+    match api_call(&context.metrics, "apply_deployment", api.patch(&deployment_name, &params, &Patch::Apply(&config)))
+        .await
     {
         Ok(_) => {
             info!(deployment = %deployment_name, "configuration removed");
@@ -577,9 +547,9 @@ fn carriers(context: &Context, namespace: &str, policy: &str) -> Vec<Arc<Deploym
 fn retry_conflicting(context: &Context, changed: &Regarding) {
     for policy in context.policies.state() {
         let conflicting = policy.status.as_ref().is_some_and(|s| {
-            s.conditions.iter().any(|c| {
-                c.type_ == condition::CONFIG_INJECTED && c.reason == condition_reason::LOCK_CONFLICT
-            })
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == condition::CONFIG_INJECTED && c.reason == condition_reason::LOCK_CONFLICT)
         });
         let is_changed = policy.meta().uid.as_deref() == Some(changed.uid.as_str());
         if conflicting && !is_changed {
@@ -601,28 +571,9 @@ fn regarding(policy: &ElectionPolicy) -> Regarding {
 }
 
 fn selector_text(policy: &ElectionPolicy) -> String {
-    kube::core::Selector::try_from(policy.spec.selector.clone())
-        .map_or_else(|_| "(invalid)".into(), |s| s.to_string())
+    kube::core::Selector::try_from(policy.spec.selector.clone()).map_or_else(|_| "(invalid)".into(), |s| s.to_string())
 }
 
-async fn publish(
-    context: &Context,
-    regarding: &Regarding,
-    severity: Severity,
-    reason: &'static str,
-    note: String,
-) {
-    context
-        .events
-        .publish(
-            regarding,
-            Notice {
-                severity,
-                reason,
-                action: "Inject",
-                note,
-                occurrence_id: None,
-            },
-        )
-        .await;
+async fn publish(context: &Context, regarding: &Regarding, severity: Severity, reason: &'static str, note: String) {
+    context.events.publish(regarding, Notice { severity, reason, action: "Inject", note, occurrence_id: None }).await;
 }

@@ -69,11 +69,7 @@ pub struct EventPublisher {
 
 impl EventPublisher {
     pub fn new(client: Client, instance: String, metrics: Metrics) -> Self {
-        EventPublisher {
-            client,
-            instance,
-            metrics,
-        }
+        EventPublisher { client, instance, metrics }
     }
 
     /// Publishes, retrying a few times on transient errors. Never fails: an Event that cannot
@@ -83,13 +79,7 @@ impl EventPublisher {
         let event = self.event(regarding, &notice);
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=5 {
-            match api_call(
-                &self.metrics,
-                "create_event",
-                api.create(&PostParams::default(), &event),
-            )
-            .await
-            {
+            match api_call(&self.metrics, "create_event", api.create(&PostParams::default(), &event)).await {
                 Ok(_) => {
                     self.metrics.event_published(notice.reason);
                     debug!(policy = %regarding.name, reason = notice.reason, note = %notice.note, "event published");
@@ -119,19 +109,12 @@ impl EventPublisher {
     fn event(&self, regarding: &Regarding, notice: &Notice) -> Event {
         let now = Timestamp::now();
         let suffix = match &notice.occurrence_id {
-            Some(id) => format!(
-                "{:016x}",
-                fnv1a(&format!("{}\n{}\n{id}", regarding.uid, notice.reason))
-            ),
+            Some(id) => format!("{:016x}", fnv1a(&format!("{}\n{}\n{id}", regarding.uid, notice.reason))),
             None => format!("{:x}", now.as_nanosecond()),
         };
         // Event names are DNS subdomains of at most 253 characters; policy names may use most
         // of that.
-        let prefix: String = regarding
-            .name
-            .chars()
-            .take(253 - 1 - suffix.len())
-            .collect();
+        let prefix: String = regarding.name.chars().take(253 - 1 - suffix.len()).collect();
         Event {
             metadata: ObjectMeta {
                 name: Some(format!("{prefix}.{suffix}")),
@@ -160,7 +143,5 @@ fn truncate_note(note: &str) -> String {
 }
 
 fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-    })
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }

@@ -57,14 +57,8 @@ pub async fn run(
                 last_renewal = Some(now);
             }
             (true, true) => last_renewal = Some(now),
-            (false, true)
-                if last_renewal
-                    .is_some_and(|t| now.duration_since(t) >= timings.renew_deadline) =>
-            {
-                warn!(
-                    identity = elector.identity(),
-                    "could not renew the lease within renewDeadline; leadership lost"
-                );
+            (false, true) if last_renewal.is_some_and(|t| now.duration_since(t) >= timings.renew_deadline) => {
+                warn!(identity = elector.identity(), "could not renew the lease within renewDeadline; leadership lost");
                 leading.send_replace(false);
                 return;
             }
@@ -72,11 +66,7 @@ pub async fn run(
         }
         // client-go waits retryPeriod between attempts, jittered by up to 1.2x for
         // contenders so they do not all hit the API server at once.
-        let wait = if *leading.borrow() {
-            timings.retry_period
-        } else {
-            jittered(timings.retry_period)
-        };
+        let wait = if *leading.borrow() { timings.retry_period } else { jittered(timings.retry_period) };
         tokio::select! {
             _ = tokio::time::sleep(wait) => {}
             _ = shutdown.changed() => {
@@ -89,12 +79,7 @@ pub async fn run(
     }
 }
 
-async fn try_acquire_or_renew(
-    api: &Api<Lease>,
-    name: &str,
-    elector: &mut Elector,
-    metrics: &Metrics,
-) -> bool {
+async fn try_acquire_or_renew(api: &Api<Lease>, name: &str, elector: &mut Elector, metrics: &Metrics) -> bool {
     let current = match api_call(metrics, "get_own_lease", api.get_opt(name)).await {
         Ok(lease) => lease,
         Err(error) => {
@@ -102,12 +87,11 @@ async fn try_acquire_or_renew(
             return false;
         }
     };
-    let record = current.as_ref().and_then(|lease| {
-        match from_lease_spec(serde_json::to_value(&lease.spec).ok().as_ref()) {
+    let record =
+        current.as_ref().and_then(|lease| match from_lease_spec(serde_json::to_value(&lease.spec).ok().as_ref()) {
             LockContent::Record(record) => Some(record),
             _ => None,
-        }
-    });
+        });
     let now = Moment::now();
     let attempt = match (&current, &record) {
         (None, _) => elector.attempt(now, None),
@@ -127,33 +111,18 @@ async fn try_acquire_or_renew(
     let result = match &attempt {
         Attempt::HeldByOther { .. } => return false,
         Attempt::Create(new) => {
-            let lease = Lease {
-                metadata: ObjectMeta {
-                    name: Some(name.into()),
-                    ..Default::default()
-                },
-                spec: Some(spec(new)),
-            };
-            api_call(
-                metrics,
-                "create_own_lease",
-                api.create(&PostParams::default(), &lease),
-            )
-            .await
-            .map(|_| new.clone())
+            let lease =
+                Lease { metadata: ObjectMeta { name: Some(name.into()), ..Default::default() }, spec: Some(spec(new)) };
+            api_call(metrics, "create_own_lease", api.create(&PostParams::default(), &lease)).await.map(|_| new.clone())
         }
         Attempt::Update(new) => {
             let mut lease = current.clone().unwrap_or_default();
             lease.spec = Some(spec(new));
             // replace carries the resourceVersion read above: if anyone wrote in between, the
             // API server refuses with 409 and nothing is overwritten.
-            api_call(
-                metrics,
-                "update_own_lease",
-                api.replace(name, &PostParams::default(), &lease),
-            )
-            .await
-            .map(|_| new.clone())
+            api_call(metrics, "update_own_lease", api.replace(name, &PostParams::default(), &lease))
+                .await
+                .map(|_| new.clone())
         }
     };
     match result {
@@ -173,25 +142,13 @@ async fn release(api: &Api<Lease>, name: &str, elector: &Elector, metrics: &Metr
     let Ok(Some(mut lease)) = api_call(metrics, "get_own_lease", api.get_opt(name)).await else {
         return;
     };
-    let holder = lease
-        .spec
-        .as_ref()
-        .and_then(|s| s.holder_identity.as_deref());
+    let holder = lease.spec.as_ref().and_then(|s| s.holder_identity.as_deref());
     if holder != Some(elector.identity()) {
         return;
     }
     lease.spec = Some(spec(&elector.release_record(Moment::now())));
-    match api_call(
-        metrics,
-        "update_own_lease",
-        api.replace(name, &PostParams::default(), &lease),
-    )
-    .await
-    {
-        Ok(_) => info!(
-            identity = elector.identity(),
-            "released the leader-election Lease"
-        ),
+    match api_call(metrics, "update_own_lease", api.replace(name, &PostParams::default(), &lease)).await {
+        Ok(_) => info!(identity = elector.identity(), "released the leader-election Lease"),
         Err(error) => warn!(%error, "could not release the leader-election Lease"),
     }
 }
@@ -210,10 +167,7 @@ fn spec(record: &LeaderElectionRecord) -> LeaseSpec {
 
 fn jittered(period: Duration) -> Duration {
     // Sub-second clock noise is jitter enough for a handful of replicas.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default()
-        .subsec_nanos();
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().subsec_nanos();
     let noise = u64::from(nanos) ^ u64::from(std::process::id());
     let fraction = (noise % 200) as f64 / 1000.0;
     period.mul_f64(1.0 + fraction)

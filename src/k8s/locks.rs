@@ -50,49 +50,25 @@ use crate::{
 pub const OBSERVED_LABEL: &str = "election.dev/observed";
 
 /// Watches one kind of lock forever, feeding the observer.
-pub async fn watch_locks(
-    client: Client,
-    kind: LockType,
-    observer: ObserverHandle,
-    metrics: Metrics,
-) {
+pub async fn watch_locks(client: Client, kind: LockType, observer: ObserverHandle, metrics: Metrics) {
     let config = watcher::Config::default().labels(&format!("{OBSERVED_LABEL}=true"));
     let mut backoff = WatchBackoff::new();
     loop {
         let outcome = match kind {
             LockType::Lease => {
-                let api: Api<DynamicObject> =
-                    Api::all_with(client.clone(), &ApiResource::erase::<Lease>(&()));
-                follow(
-                    watcher(api, config.clone()),
-                    kind,
-                    &observer,
-                    &mut backoff,
-                    |o: &DynamicObject| from_lease_spec(o.data.get("spec")),
-                )
+                let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<Lease>(&()));
+                follow(watcher(api, config.clone()), kind, &observer, &mut backoff, |o: &DynamicObject| {
+                    from_lease_spec(o.data.get("spec"))
+                })
                 .await
             }
             LockType::Endpoints => {
                 let api: Api<PartialObjectMeta<Endpoints>> = Api::all(client.clone());
-                follow(
-                    watcher(api, config.clone()),
-                    kind,
-                    &observer,
-                    &mut backoff,
-                    annotations_content,
-                )
-                .await
+                follow(watcher(api, config.clone()), kind, &observer, &mut backoff, annotations_content).await
             }
             LockType::ConfigMap => {
                 let api: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
-                follow(
-                    watcher(api, config.clone()),
-                    kind,
-                    &observer,
-                    &mut backoff,
-                    annotations_content,
-                )
-                .await
+                follow(watcher(api, config.clone()), kind, &observer, &mut backoff, annotations_content).await
             }
         };
         metrics.watch_restarted(resource(kind));
@@ -133,18 +109,10 @@ where
             Ok(Event::InitDone) => {
                 debug!(kind = ?kind, locks = listing.len(), "locks listed");
                 backoff.reset();
-                observer
-                    .lock_event(LockEvent::Listed(kind, std::mem::take(&mut listing)))
-                    .await;
+                observer.lock_event(LockEvent::Listed(kind, std::mem::take(&mut listing))).await;
             }
-            Ok(Event::Apply(object)) => {
-                observer
-                    .lock_event(LockEvent::Applied(key(&object), content(&object)))
-                    .await
-            }
-            Ok(Event::Delete(object)) => {
-                observer.lock_event(LockEvent::Deleted(key(&object))).await
-            }
+            Ok(Event::Apply(object)) => observer.lock_event(LockEvent::Applied(key(&object), content(&object))).await,
+            Ok(Event::Delete(object)) => observer.lock_event(LockEvent::Deleted(key(&object))).await,
             Err(error) => return error,
         }
     }
@@ -167,11 +135,7 @@ pub struct LockLabeler {
 
 impl LockLabeler {
     pub fn new(client: Client, metrics: Metrics) -> Self {
-        LockLabeler {
-            client,
-            metrics,
-            probes: Arc::new(Semaphore::new(4)),
-        }
+        LockLabeler { client, metrics, probes: Arc::new(Semaphore::new(4)) }
     }
 
     /// Labels the lock if it exists; `Ok(false)` when it does not (yet).
@@ -181,9 +145,7 @@ impl LockLabeler {
 
     /// Removes the label, restoring the lock as it was; a missing lock is fine.
     pub async fn unlabel(&self, lock: &LockKey) -> kube::Result<()> {
-        self.patch_label(lock, serde_json::Value::Null)
-            .await
-            .map(|_| ())
+        self.patch_label(lock, serde_json::Value::Null).await.map(|_| ())
     }
 
     /// Removes the label without waiting (a lock left labelled costs watch traffic, nothing
@@ -221,33 +183,21 @@ impl LockLabeler {
         let result = match lock.type_ {
             LockType::Lease => {
                 let api: Api<Lease> = Api::namespaced(self.client.clone(), &lock.namespace);
-                api_call(
-                    &self.metrics,
-                    "patch_lock_label",
-                    api.patch_metadata(&lock.name, &params, &patch),
-                )
-                .await
-                .map(|_| ())
+                api_call(&self.metrics, "patch_lock_label", api.patch_metadata(&lock.name, &params, &patch))
+                    .await
+                    .map(|_| ())
             }
             LockType::Endpoints => {
                 let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &lock.namespace);
-                api_call(
-                    &self.metrics,
-                    "patch_lock_label",
-                    api.patch_metadata(&lock.name, &params, &patch),
-                )
-                .await
-                .map(|_| ())
+                api_call(&self.metrics, "patch_lock_label", api.patch_metadata(&lock.name, &params, &patch))
+                    .await
+                    .map(|_| ())
             }
             LockType::ConfigMap => {
                 let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &lock.namespace);
-                api_call(
-                    &self.metrics,
-                    "patch_lock_label",
-                    api.patch_metadata(&lock.name, &params, &patch),
-                )
-                .await
-                .map(|_| ())
+                api_call(&self.metrics, "patch_lock_label", api.patch_metadata(&lock.name, &params, &patch))
+                    .await
+                    .map(|_| ())
             }
         };
         match result {

@@ -7,6 +7,7 @@ pub mod events;
 pub mod leader_election;
 pub mod locks;
 pub mod observer;
+pub mod pods;
 pub mod status_writer;
 
 use std::{future::Future, time::Duration};

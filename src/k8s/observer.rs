@@ -1,10 +1,10 @@
 //! The observer: one task that owns every policy's lock observation and status.
 //!
-//! It is fed by the policy controller (what each policy's configuration came to) and by the
-//! lock watches (what each lock says, and whether the watch can be trusted), and it alone
-//! decides when to write a status and which Events to publish. Keeping all of that in one
-//! task means no locks, a single writer per status, and a deadline timer per lock instead
-//! of periodic polling: staleness fires at the deadline, to the millisecond.
+//! It is fed by the policy controller (what each policy's configuration came to), by the
+//! lock watches (what each lock says, and whether the watch can be trusted) and by the Pod
+//! watch, and it alone decides when to write a status and which Events to publish. Keeping
+//! all of that in one task means no locks, a single writer per status, and a deadline timer
+//! per lock instead of periodic polling: staleness fires at the deadline, to the millisecond.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -12,7 +12,7 @@ use std::{
 };
 
 use futures::future::poll_fn;
-use kube::Client;
+use kube::{Client, core::Selector};
 use tokio::sync::mpsc;
 use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::{debug, info};
@@ -23,11 +23,13 @@ use crate::{
         lock_record::{LockContent, LockKey},
         observation::{Health, LockObservation, Moment, Occurrence, Resumed},
         reasons::{condition, condition_reason, event},
-        status::{ConfigReport, differs_for_users, render},
+        status::{ConfigReport, HolderCheck, differs_for_users, render},
+        validation::Detection,
     },
     k8s::{
         events::{EventPublisher, Notice, Regarding, Severity},
         locks::LockLabeler,
+        pods::PodIndex,
         status_writer::StatusWriter,
     },
     metrics::{Metrics, PolicyKey, PolicySnapshot},
@@ -46,6 +48,13 @@ pub struct Registration {
     pub report: ConfigReport,
     /// The policy's leaseDuration, used when a record does not carry its own.
     pub fallback_lease_duration: Duration,
+    pub detection: Detection,
+    /// Selectors of the selected Deployments' Pods: the holder should be one of them.
+    pub pod_selectors: Vec<Selector>,
+    /// Names of the selected Deployments, for messages.
+    pub deployments: Vec<String>,
+    /// Keep the leader label on the holder's Pod.
+    pub leader_pod_label: bool,
     /// The status as found on the object, so a restarted operator resumes where it was.
     pub current_status: Option<ElectionPolicyStatus>,
 }
@@ -68,6 +77,8 @@ enum Command {
     /// Forget every policy not in this list (after the policy watch listed again).
     Retain(Vec<PolicyKey>),
     Lock(LockEvent),
+    /// A Pod in this namespace appeared, changed or went.
+    PodsChanged(String),
 }
 
 /// Cheap to clone; sends to the observer task.
@@ -78,10 +89,7 @@ pub struct ObserverHandle {
 
 impl ObserverHandle {
     pub async fn register(&self, registration: Registration) {
-        let _ = self
-            .commands
-            .send(Command::Register(Box::new(registration)))
-            .await;
+        let _ = self.commands.send(Command::Register(Box::new(registration))).await;
     }
 
     pub async fn unregister(&self, policy: PolicyKey) {
@@ -95,12 +103,20 @@ impl ObserverHandle {
     pub async fn lock_event(&self, event: LockEvent) {
         let _ = self.commands.send(Command::Lock(event)).await;
     }
+
+    pub async fn pods_changed(&self, namespace: String) {
+        let _ = self.commands.send(Command::PodsChanged(namespace)).await;
+    }
 }
 
 struct Entry {
     regarding: Regarding,
     report: ConfigReport,
     observation: Option<LockObservation>,
+    pod_selectors: Vec<Selector>,
+    deployments: Vec<String>,
+    leader_pod_label: bool,
+    holder: HolderCheck,
     /// The status last handed to the writer (or found on the object at start).
     written: Option<ElectionPolicyStatus>,
     timer: Option<delay_queue::Key>,
@@ -118,18 +134,16 @@ pub struct Observer {
     status: StatusWriter,
     events: mpsc::Sender<(Regarding, Notice)>,
     labeler: LockLabeler,
+    pods: PodIndex,
     metrics: Metrics,
 }
 
 impl Observer {
-    /// Starts the observer task and its Event publisher; returns the handle to feed it.
-    pub fn spawn(
-        client: Client,
-        publisher: EventPublisher,
-        labeler: LockLabeler,
-        metrics: Metrics,
-    ) -> ObserverHandle {
+    /// Starts the observer task, its Pod watch and its Event publisher; returns the handle
+    /// to feed it.
+    pub fn spawn(client: Client, publisher: EventPublisher, labeler: LockLabeler, metrics: Metrics) -> ObserverHandle {
         let (commands, receiver) = mpsc::channel(4096);
+        let handle = ObserverHandle { commands };
         let (events, event_receiver) = mpsc::channel(4096);
         tokio::spawn(publish_events(publisher, event_receiver));
         let observer = Observer {
@@ -138,13 +152,14 @@ impl Observer {
             locks: HashMap::new(),
             listed: HashSet::new(),
             timers: DelayQueue::new(),
-            status: StatusWriter::spawn(client, metrics.clone(), 4),
+            status: StatusWriter::spawn(client.clone(), metrics.clone(), 4),
             events,
             labeler,
+            pods: PodIndex::spawn(client, handle.clone(), metrics.clone()),
             metrics,
         };
         tokio::spawn(observer.run(receiver));
-        ObserverHandle { commands }
+        handle
     }
 
     async fn run(mut self, mut commands: mpsc::Receiver<Command>) {
@@ -162,6 +177,13 @@ impl Observer {
                         gone.iter().for_each(|policy| self.unregister(policy));
                     }
                     Some(Command::Lock(event)) => self.lock_event(event).await,
+                    Some(Command::PodsChanged(namespace)) => {
+                        let affected: Vec<PolicyKey> = self.entries.keys().filter(|(ns, _)| *ns == namespace).cloned().collect();
+                        for policy in affected {
+                            self.check_holder(&policy).await;
+                            self.refresh(&policy);
+                        }
+                    }
                 },
                 Some(expired) = poll_fn(|cx| self.timers.poll_expired(cx)) => {
                     let policy = expired.into_inner();
@@ -173,70 +195,54 @@ impl Observer {
     }
 
     async fn register(&mut self, registration: Registration) {
-        let key = (
-            registration.regarding.namespace.clone(),
-            registration.regarding.name.clone(),
-        );
-        let watched_lock = registration
-            .report
-            .lock
-            .clone()
-            .filter(|_| registration.report.outcome.observes_lock());
+        let key = (registration.regarding.namespace.clone(), registration.regarding.name.clone());
+        let watched_lock = registration.report.lock.clone().filter(|_| registration.report.outcome.observes_lock());
         let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
             regarding: registration.regarding.clone(),
             report: registration.report.clone(),
             observation: None,
+            pod_selectors: Vec::new(),
+            deployments: Vec::new(),
+            leader_pod_label: false,
+            holder: HolderCheck::default(),
             written: registration.current_status.clone(),
             timer: None,
             observed_changes: 0,
         });
         let previous_config = config_condition(entry.written.as_ref());
-        let previous_lock = entry.observation.as_ref().and(
-            entry
-                .report
-                .lock
-                .clone()
-                .filter(|_| entry.report.outcome.observes_lock()),
-        );
+        let previous_lock =
+            entry.observation.as_ref().and(entry.report.lock.clone().filter(|_| entry.report.outcome.observes_lock()));
         entry.regarding = registration.regarding.clone();
         entry.report = registration.report.clone();
+        entry.pod_selectors = registration.pod_selectors;
+        entry.deployments = registration.deployments;
+        entry.leader_pod_label = registration.leader_pod_label;
 
         if previous_lock != watched_lock {
-            if let Some(old) = previous_lock
-                .as_ref()
-                .filter(|old| self.by_lock.get(*old) == Some(&key))
-            {
+            if let Some(old) = previous_lock.as_ref().filter(|old| self.by_lock.get(*old) == Some(&key)) {
                 self.by_lock.remove(old);
             }
             entry.observation = None;
             if let Some(lock) = &watched_lock {
                 self.by_lock.insert(lock.clone(), key.clone());
                 // Resume from the status only if it describes this same lock.
-                let status = registration
-                    .current_status
-                    .as_ref()
-                    .filter(|s| s.lock.as_deref() == Some(&lock.to_string()));
-                let resumed = status.map_or_else(Resumed::default, |s| Resumed {
-                    leader: s.leader.clone(),
-                    state: s.state,
-                });
-                entry.observation = Some(LockObservation::new(
-                    registration.fallback_lease_duration,
-                    resumed,
-                ));
+                let status =
+                    registration.current_status.as_ref().filter(|s| s.lock.as_deref() == Some(&lock.to_string()));
+                let resumed =
+                    status.map_or_else(Resumed::default, |s| Resumed { leader: s.leader.clone(), state: s.state });
+                entry.observation =
+                    Some(LockObservation::new(registration.fallback_lease_duration, registration.detection, resumed));
             }
         }
         if let Some(observation) = entry.observation.as_mut() {
-            observation.set_fallback_lease_duration(registration.fallback_lease_duration);
+            observation.configure(registration.fallback_lease_duration, registration.detection);
         }
 
-        if let Some(lock) = watched_lock
-            .as_ref()
-            .filter(|lock| self.listed.contains(&lock.type_))
-        {
+        if let Some(lock) = watched_lock.as_ref().filter(|lock| self.listed.contains(&lock.type_)) {
             let content = self.locks.get(lock).cloned().unwrap_or(LockContent::Absent);
             self.observe(&key, content).await;
         }
+        self.check_holder(&key).await;
         let notice = self.refresh(&key);
         if let Some(notice) = config_notice(previous_config, notice) {
             self.emit(&key, notice).await;
@@ -248,13 +254,9 @@ impl Observer {
             if let Some(timer) = entry.timer {
                 self.timers.remove(&timer);
             }
-            if let Some(lock) = entry
-                .report
-                .lock
-                .filter(|lock| self.by_lock.get(lock) == Some(policy))
-            {
-                // Only the policy watching the lock labelled it (a conflicting one never did),
-                // and only that one takes the label off again, restoring the lock as it was.
+            // Only the policy watching the lock labelled it (a conflicting one never did), and
+            // only that one takes the label off again, restoring the lock as it was.
+            if let Some(lock) = entry.report.lock.filter(|lock| self.by_lock.get(lock) == Some(policy)) {
                 self.by_lock.remove(&lock);
                 self.labeler.unlabel_in_background(lock);
             }
@@ -281,11 +283,7 @@ impl Observer {
                     .map(|(_, policy)| policy.clone())
                     .collect();
                 for policy in affected {
-                    if let Some(observation) = self
-                        .entries
-                        .get_mut(&policy)
-                        .and_then(|e| e.observation.as_mut())
-                    {
+                    if let Some(observation) = self.entries.get_mut(&policy).and_then(|e| e.observation.as_mut()) {
                         observation.set_blind();
                     }
                     self.refresh(&policy);
@@ -295,18 +293,9 @@ impl Observer {
                 self.locks.retain(|lock, _| lock.type_ != kind);
                 self.locks.extend(listed);
                 self.listed.insert(kind);
-                let watched: Vec<LockKey> = self
-                    .by_lock
-                    .keys()
-                    .filter(|lock| lock.type_ == kind)
-                    .cloned()
-                    .collect();
+                let watched: Vec<LockKey> = self.by_lock.keys().filter(|lock| lock.type_ == kind).cloned().collect();
                 for lock in watched {
-                    let content = self
-                        .locks
-                        .get(&lock)
-                        .cloned()
-                        .unwrap_or(LockContent::Absent);
+                    let content = self.locks.get(&lock).cloned().unwrap_or(LockContent::Absent);
                     self.observe_lock(&lock, content).await;
                 }
             }
@@ -321,57 +310,69 @@ impl Observer {
     }
 
     async fn observe(&mut self, policy: &PolicyKey, content: LockContent) {
-        let Some(entry) = self.entries.get_mut(policy) else {
-            return;
-        };
-        let Some(observation) = entry.observation.as_mut() else {
-            return;
-        };
+        let Some(observation) = self.entries.get_mut(policy).and_then(|e| e.observation.as_mut()) else { return };
         let occurrences = observation.observe(Moment::now(), content);
-        let renew_time = observation
-            .record()
-            .and_then(|r| r.renew_time.clone())
-            .unwrap_or_default();
-        entry.observed_changes += occurrences
+        let new_holder = occurrences
             .iter()
-            .filter(|o| matches!(o, Occurrence::LeaderChanged { .. }))
-            .count() as u64;
-        let lock = entry
-            .report
-            .lock
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
+            .any(|o| matches!(o, Occurrence::LeaderElected { .. } | Occurrence::LeaderChanged { .. }));
+        self.report(policy, occurrences).await;
+        if new_holder {
+            self.check_holder(policy).await;
+        }
+    }
+
+    async fn deadline(&mut self, policy: PolicyKey) {
+        let Some(entry) = self.entries.get_mut(&policy) else { return };
+        entry.timer = None;
+        let Some(observation) = entry.observation.as_mut() else { return };
+        let occurrences = observation.check_deadline(Moment::now());
+        self.report(&policy, occurrences).await;
+        self.refresh(&policy);
+    }
+
+    /// Publishes the Events for what was observed, and counts leader changes.
+    async fn report(&mut self, policy: &PolicyKey, occurrences: Vec<Occurrence>) {
+        let Some(entry) = self.entries.get_mut(policy) else { return };
+        entry.observed_changes +=
+            occurrences.iter().filter(|o| matches!(o, Occurrence::LeaderChanged { .. })).count() as u64;
+        let renew_time =
+            entry.observation.as_ref().and_then(|o| o.record()).and_then(|r| r.renew_time.clone()).unwrap_or_default();
+        let lock = entry.report.lock.as_ref().map(ToString::to_string).unwrap_or_default();
         for occurrence in occurrences {
             let notice = occurrence_notice(&occurrence, &lock, &renew_time);
             self.emit(policy, notice).await;
         }
     }
 
-    async fn deadline(&mut self, policy: PolicyKey) {
-        let Some(entry) = self.entries.get_mut(&policy) else {
-            return;
-        };
-        entry.timer = None;
-        let Some(observation) = entry.observation.as_mut() else {
-            return;
-        };
-        let occurrences = observation.check_deadline(Moment::now());
-        let renew_time = observation
-            .record()
-            .and_then(|r| r.renew_time.clone())
-            .unwrap_or_default();
-        let lock = entry
-            .report
-            .lock
-            .as_ref()
-            .map(ToString::to_string)
-            .unwrap_or_default();
-        for occurrence in occurrences {
-            let notice = occurrence_notice(&occurrence, &lock, &renew_time);
-            self.emit(&policy, notice).await;
+    /// Whether the holder is one of the selected Deployments' Pods; reports it when it stops
+    /// being one, and moves the leader label along when the policy asks for it.
+    async fn check_holder(&mut self, policy: &PolicyKey) {
+        let Some(entry) = self.entries.get_mut(policy) else { return };
+        let leader = entry.observation.as_ref().map(|o| o.leader().to_string()).unwrap_or_default();
+        let holder_pod = (!leader.is_empty() && !entry.pod_selectors.is_empty())
+            .then(|| self.pods.holder_pod(&policy.0, &leader, &entry.pod_selectors));
+        let not_found = matches!(holder_pod, Some(None));
+        let was_not_found = entry.holder.not_found_among.is_some();
+        entry.holder.not_found_among = not_found.then(|| entry.deployments.clone());
+        if entry.leader_pod_label && !entry.pod_selectors.is_empty() {
+            self.pods.label_leader(&policy.0, holder_pod.flatten().as_deref(), &entry.pod_selectors);
         }
-        self.refresh(&policy);
+        if not_found && !was_not_found {
+            let lock = entry.report.lock.as_ref().map(ToString::to_string).unwrap_or_default();
+            let note = format!(
+                "{leader} holds {lock} but is not a Pod of Deployment(s) {}: a deleted Pod still holding it, or a \
+                 process outside them",
+                entry.deployments.join(", ")
+            );
+            let notice = Notice {
+                severity: Severity::Warning,
+                reason: event::HOLDER_NOT_FOUND,
+                action: "Observe",
+                note,
+                occurrence_id: None,
+            };
+            self.emit(policy, notice).await;
+        }
     }
 
     /// Re-renders the policy's status, hands it to the writer if users would see a
@@ -385,35 +386,20 @@ impl Observer {
             .zip(entry.report.lock.as_ref())
             .is_some_and(|(_, lock)| !self.listed.contains(&lock.type_));
         let now = Moment::now();
-        let status = render(
-            &entry.report,
-            entry.observation.as_ref(),
-            entry.written.as_ref(),
-            now.wall,
-        );
+        let status = render(&entry.report, entry.observation.as_ref(), &entry.holder, entry.written.as_ref(), now.wall);
         let config = config_condition(Some(&status));
 
         // Until the lock has been looked at, a status would only say "unknown" over what the
         // previous operator instance wrote; keep that instead.
-        if !waiting_for_first_look
-            && entry
-                .written
-                .as_ref()
-                .is_none_or(|w| differs_for_users(w, &status))
-        {
+        if !waiting_for_first_look && entry.written.as_ref().is_none_or(|w| differs_for_users(w, &status)) {
             self.status.write(policy.clone(), status.clone());
             entry.written = Some(status.clone());
         }
 
-        let deadline = entry
-            .observation
-            .as_ref()
-            .and_then(LockObservation::deadline);
+        let deadline = entry.observation.as_ref().and_then(LockObservation::deadline);
         match (deadline, entry.timer.as_ref()) {
             (Some(at), Some(timer)) => self.timers.reset_at(timer, at.into()),
-            (Some(at), None) => {
-                entry.timer = Some(self.timers.insert_at(policy.clone(), at.into()))
-            }
+            (Some(at), None) => entry.timer = Some(self.timers.insert_at(policy.clone(), at.into())),
             (None, Some(timer)) => {
                 self.timers.remove(timer);
                 entry.timer = None;
@@ -428,15 +414,14 @@ impl Observer {
                 leader: status.leader.clone(),
                 lock: status.lock.clone().unwrap_or_default(),
                 state: status.state,
-                last_change: observation
-                    .and_then(LockObservation::last_change)
-                    .map(|m| m.monotonic),
-                deadline,
-                recorded_transitions: observation
-                    .and_then(LockObservation::record)
-                    .map(|r| r.leader_transitions),
+                last_change: observation.and_then(LockObservation::last_change).map(|m| m.monotonic),
+                deadline: observation.and_then(LockObservation::stale_deadline),
+                recorded_transitions: observation.and_then(LockObservation::record).map(|r| r.leader_transitions),
                 observed_changes: entry.observed_changes,
                 renewal_interval: observation.and_then(|o| o.stats().last_interval),
+                holder_not_found: entry.holder.not_found_among.is_some(),
+                flapping: observation.is_some_and(LockObservation::is_flapping),
+                renewals_slow: observation.is_some_and(LockObservation::is_slow),
             },
         );
         config
@@ -446,15 +431,8 @@ impl Observer {
     fn probe_absent_locks(&self) {
         for (lock, policy) in &self.by_lock {
             let seen = self.locks.contains_key(lock);
-            let healthy_unseen = self
-                .entries
-                .get(policy)
-                .and_then(|e| e.observation.as_ref())
-                .map(LockObservation::health);
-            if !seen
-                && self.listed.contains(&lock.type_)
-                && !matches!(healthy_unseen, Some(Health::Malformed(_)))
-            {
+            let health = self.entries.get(policy).and_then(|e| e.observation.as_ref()).map(LockObservation::health);
+            if !seen && self.listed.contains(&lock.type_) && !matches!(health, Some(Health::Malformed(_))) {
                 self.labeler.label_in_background(lock.clone());
             }
         }
@@ -469,10 +447,7 @@ impl Observer {
 }
 
 /// Publishes Events in order, off the observer's path.
-async fn publish_events(
-    publisher: EventPublisher,
-    mut events: mpsc::Receiver<(Regarding, Notice)>,
-) {
+async fn publish_events(publisher: EventPublisher, mut events: mpsc::Receiver<(Regarding, Notice)>) {
     while let Some((regarding, notice)) = events.recv().await {
         publisher.publish(&regarding, notice).await;
     }
@@ -488,10 +463,7 @@ fn config_condition(status: Option<&ElectionPolicyStatus>) -> Option<(String, St
 
 /// The Event for a change of the ConfigInjected condition, when the new one is a problem.
 /// Compared with what the status already said, so an operator restart does not repeat it.
-fn config_notice(
-    previous: Option<(String, String)>,
-    current: Option<(String, String)>,
-) -> Option<Notice> {
+fn config_notice(previous: Option<(String, String)>, current: Option<(String, String)>) -> Option<Notice> {
     let (reason, message) = current?;
     if previous.as_ref() == Some(&(reason.clone(), message.clone())) {
         return None;
@@ -515,84 +487,68 @@ fn config_notice(
 /// The Event for something observed on a lock. Transitions and staleness carry an
 /// occurrence id, which makes their publication idempotent across restarts.
 fn occurrence_notice(occurrence: &Occurrence, lock: &str, renew_time: &str) -> Notice {
-    let normal = |reason, note: String, id: String| Notice {
-        severity: Severity::Normal,
+    let notice = |severity, reason, note: String, id: Option<String>| Notice {
+        severity,
         reason,
         action: "Observe",
         note,
-        occurrence_id: Some(id),
+        occurrence_id: id,
     };
+    let millis = |t: jiff::Timestamp| t.round(jiff::Unit::Millisecond).unwrap_or(t);
     match occurrence {
-        Occurrence::LeaderElected {
-            holder,
-            acquire_time,
-        } => normal(
+        Occurrence::LeaderElected { holder, acquire_time } => notice(
+            Severity::Normal,
             event::LEADER_ELECTED,
             format!("{holder} acquired {lock}"),
-            format!(
-                "elected\n{holder}\n{}",
-                acquire_time.as_deref().unwrap_or_default()
-            ),
+            Some(format!("elected\n{holder}\n{}", acquire_time.as_deref().unwrap_or_default())),
         ),
-        Occurrence::LeaderChanged {
-            from,
-            to,
-            acquire_time,
-        } => normal(
+        Occurrence::LeaderChanged { from, to, acquire_time } => notice(
+            Severity::Normal,
             event::LEADER_CHANGED,
             format!("{from} -> {to} ({lock})"),
-            format!(
-                "changed\n{from}\n{to}\n{}",
-                acquire_time.as_deref().unwrap_or_default()
-            ),
+            Some(format!("changed\n{from}\n{to}\n{}", acquire_time.as_deref().unwrap_or_default())),
         ),
-        Occurrence::LeaseStale {
-            holder,
-            last_renewal,
-            lease_duration,
-        } => Notice {
-            severity: Severity::Warning,
-            reason: event::LEASE_STALE,
-            action: "Observe",
-            note: format!(
+        Occurrence::LeaseStale { holder, last_renewal, lease_duration } => notice(
+            Severity::Warning,
+            event::LEASE_STALE,
+            format!(
                 "{holder} has not renewed {lock} since {} (no change observed for leaseDuration {})",
-                last_renewal
-                    .round(jiff::Unit::Millisecond)
-                    .unwrap_or(*last_renewal),
+                millis(*last_renewal),
                 humantime(*lease_duration)
             ),
-            occurrence_id: Some(format!("stale\n{holder}\n{renew_time}")),
-        },
-        Occurrence::LeaseRecovered {
-            holder,
-            stale_since,
-        } => normal(
-            event::LEASE_RECOVERED,
-            format!(
-                "{holder} renews {lock} again (stale since {})",
-                stale_since
-                    .round(jiff::Unit::Millisecond)
-                    .unwrap_or(*stale_since)
-            ),
-            format!("recovered\n{holder}\n{renew_time}"),
+            Some(format!("stale\n{holder}\n{renew_time}")),
         ),
-        Occurrence::MalformedRecord { reason } => Notice {
-            severity: Severity::Warning,
-            reason: event::MALFORMED_LOCK_RECORD,
-            action: "Observe",
-            note: format!("{lock}: {reason}"),
-            occurrence_id: None,
-        },
+        Occurrence::LeaseRecovered { holder, stale_since } => notice(
+            Severity::Normal,
+            event::LEASE_RECOVERED,
+            format!("{holder} renews {lock} again (stale since {})", millis(*stale_since)),
+            Some(format!("recovered\n{holder}\n{renew_time}")),
+        ),
+        Occurrence::MalformedRecord { reason } => {
+            notice(Severity::Warning, event::MALFORMED_LOCK_RECORD, format!("{lock}: {reason}"), None)
+        }
+        Occurrence::RenewalsSlow { holder, silent_for, lease_duration } => notice(
+            Severity::Warning,
+            event::RENEWALS_SLOW,
+            format!(
+                "{holder} has not renewed {lock} for {}; it goes stale at leaseDuration {}",
+                humantime(*silent_for),
+                humantime(*lease_duration)
+            ),
+            None,
+        ),
+        Occurrence::LeaderFlapping { changes, window } => notice(
+            Severity::Warning,
+            event::LEADER_FLAPPING,
+            format!("{changes} leader changes of {lock} within {}", humantime(*window)),
+            None,
+        ),
     }
 }
 
 fn humantime(duration: Duration) -> String {
     let millis = duration.as_millis();
-    if millis.is_multiple_of(1000) {
-        format!("{}s", millis / 1000)
-    } else {
-        format!("{millis}ms")
-    }
+    if millis.is_multiple_of(1000) { format!("{}s", millis / 1000) } else { format!("{millis}ms") }
 }
 
 #[cfg(test)]
@@ -601,19 +557,12 @@ mod tests {
 
     #[test]
     fn transitions_name_both_holders_and_have_stable_ids() {
-        let changed = Occurrence::LeaderChanged {
-            from: "a".into(),
-            to: "b".into(),
-            acquire_time: Some("t1".into()),
-        };
+        let changed = Occurrence::LeaderChanged { from: "a".into(), to: "b".into(), acquire_time: Some("t1".into()) };
         let first = occurrence_notice(&changed, "leases/ns/l", "r1");
         let again = occurrence_notice(&changed, "leases/ns/l", "r2");
         assert_eq!(first.reason, "LeaderChanged");
         assert_eq!(first.note, "a -> b (leases/ns/l)");
-        assert_eq!(
-            first.occurrence_id, again.occurrence_id,
-            "the same transition is the same Event"
-        );
+        assert_eq!(first.occurrence_id, again.occurrence_id, "the same transition is the same Event");
     }
 
     #[test]
@@ -625,21 +574,28 @@ mod tests {
         };
         let notice = occurrence_notice(&stale, "leases/ns/l", "r1");
         assert_eq!(notice.severity, Severity::Warning);
-        assert!(
-            notice.note.contains("since 2026-11-23T10:00:00Z"),
-            "{}",
-            notice.note
-        );
+        assert!(notice.note.contains("since 2026-11-23T10:00:00Z"), "{}", notice.note);
         assert!(notice.note.contains("leaseDuration 15s"), "{}", notice.note);
+    }
+
+    #[test]
+    fn early_warnings_are_warnings_with_their_reasons() {
+        let slow = Occurrence::RenewalsSlow {
+            holder: "a".into(),
+            silent_for: Duration::from_millis(5500),
+            lease_duration: Duration::from_secs(15),
+        };
+        let notice = occurrence_notice(&slow, "leases/ns/l", "r");
+        assert_eq!((notice.severity, notice.reason), (Severity::Warning, "RenewalsSlow"));
+        assert!(notice.note.contains("5500ms"), "{}", notice.note);
+        let flapping = Occurrence::LeaderFlapping { changes: 4, window: Duration::from_secs(600) };
+        assert_eq!(occurrence_notice(&flapping, "leases/ns/l", "r").reason, "LeaderFlapping");
     }
 
     #[test]
     fn config_events_fire_on_change_only() {
         let invalid = Some(("InvalidPolicy".to_string(), "bad".to_string()));
-        assert_eq!(
-            config_notice(None, invalid.clone()).unwrap().reason,
-            "InvalidPolicy"
-        );
+        assert_eq!(config_notice(None, invalid.clone()).unwrap().reason, "InvalidPolicy");
         assert!(config_notice(invalid.clone(), invalid).is_none());
         assert!(config_notice(None, Some(("Injected".into(), "ok".into()))).is_none());
     }

@@ -43,12 +43,7 @@ impl StatusWriter {
     /// Starts `workers` writers; more write concurrently, bounding the API load.
     pub fn spawn(client: Client, metrics: Metrics, workers: usize) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared {
-            pending: Mutex::default(),
-            queue,
-            client,
-            metrics,
-        });
+        let shared = Arc::new(Shared { pending: Mutex::default(), queue, client, metrics });
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..workers.max(1) {
             tokio::spawn(work(shared.clone(), receiver.clone()));
@@ -58,12 +53,7 @@ impl StatusWriter {
 
     /// Queues `status` for `policy`, replacing any version not yet written.
     pub fn write(&self, policy: PolicyKey, status: ElectionPolicyStatus) {
-        let queued = self
-            .shared
-            .pending
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(policy.clone(), status);
+        let queued = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(policy.clone(), status);
         if queued.is_none() {
             // Only the first of a burst needs a queue slot; the rest ride on it.
             let _ = self.shared.queue.send(policy);
@@ -71,22 +61,14 @@ impl StatusWriter {
     }
 }
 
-async fn work(
-    shared: Arc<Shared>,
-    receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PolicyKey>>>,
-) {
+async fn work(shared: Arc<Shared>, receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PolicyKey>>>) {
     loop {
         let Some(policy) = receiver.lock().await.recv().await else {
             return;
         };
         let mut delay = Duration::from_millis(200);
         loop {
-            let Some(status) = shared
-                .pending
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(&policy)
-            else {
+            let Some(status) = shared.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&policy) else {
                 break;
             };
             match write_status(&shared, &policy, &status).await {
@@ -100,12 +82,7 @@ async fn work(
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     // Retry with whatever is newest: this version, or one queued meanwhile.
-                    shared
-                        .pending
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .entry(policy.clone())
-                        .or_insert(status);
+                    shared.pending.lock().unwrap_or_else(|e| e.into_inner()).entry(policy.clone()).or_insert(status);
                 }
             }
         }
@@ -125,12 +102,7 @@ async fn write_status(
     });
     // The operator is the status's only writer, so forcing never takes a field from anyone.
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api_call(
-        &shared.metrics,
-        "patch_policy_status",
-        api.patch_status(name, &params, &Patch::Apply(&patch)),
-    )
-    .await?;
+    api_call(&shared.metrics, "patch_policy_status", api.patch_status(name, &params, &Patch::Apply(&patch))).await?;
     shared.metrics.status_written();
     debug!(%namespace, policy = %name, state = ?status.state, leader = %status.leader, "status written");
     Ok(())

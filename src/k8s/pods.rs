@@ -1,0 +1,133 @@
+//! The Pods of the selected Deployments: whether the lock's holder is one of them
+//! (HolderNotFound otherwise), and which one carries the leader label.
+//!
+//! Pods are watched metadata-only and stripped to name and labels: the operator never needs
+//! more of them, and a cluster can hold many.
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{
+    Api, Client, ResourceExt,
+    api::{PartialObjectMeta, Patch, PatchParams},
+    core::{Selector, SelectorExt},
+    runtime::{
+        WatchStreamExt,
+        reflector::{self, Store},
+        watcher::{self, watcher},
+    },
+};
+use serde_json::json;
+use tracing::{info, warn};
+
+use crate::{
+    k8s::{WatchBackoff, api_call, observer::ObserverHandle},
+    metrics::Metrics,
+};
+
+/// The label the operator keeps on the lock holder's Pod (spec.leaderPodLabel).
+pub const LEADER_LABEL: &str = "election.dev/leader";
+
+/// Whether `holder` names `pod`. client-go programs use the Pod name as identity (the
+/// downward API, as injected), or the hostname (which is the Pod name) plus a "_" suffix,
+/// as kube-controller-manager does.
+pub fn holder_is_pod(holder: &str, pod: &str) -> bool {
+    holder == pod || holder.strip_prefix(pod).is_some_and(|rest| rest.starts_with('_'))
+}
+
+/// A cache of Pod names and labels, cluster-wide.
+#[derive(Clone)]
+pub struct PodIndex {
+    store: Store<PartialObjectMeta<Pod>>,
+    client: Client,
+    metrics: Metrics,
+}
+
+impl PodIndex {
+    /// Starts the Pod watch; every change is passed on to the observer by namespace.
+    pub fn spawn(client: Client, observer: ObserverHandle, metrics: Metrics) -> Self {
+        let api: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
+        let (store, writer) = reflector::store();
+        let stream = reflector::reflector(
+            writer,
+            watcher(api, watcher::Config::default())
+                .modify(|pod| {
+                    // Keep name, namespace and labels: the rest is of no use here.
+                    pod.metadata.annotations = None;
+                    pod.metadata.managed_fields = None;
+                    pod.metadata.owner_references = None;
+                })
+                .backoff(WatchBackoff::new()),
+        )
+        .touched_objects();
+        let watch_metrics = metrics.clone();
+        tokio::spawn(async move {
+            let mut stream = std::pin::pin!(stream);
+            loop {
+                match stream.try_next().await {
+                    Ok(Some(pod)) => observer.pods_changed(pod.namespace().unwrap_or_default()).await,
+                    Ok(None) => return,
+                    Err(error) => {
+                        watch_metrics.watch_restarted("pods");
+                        warn!(%error, "pod watch failed; retrying");
+                    }
+                }
+            }
+        });
+        PodIndex { store, client, metrics }
+    }
+
+    /// The Pod, among those `selectors` select in `namespace`, that `holder` names.
+    pub fn holder_pod(&self, namespace: &str, holder: &str, selectors: &[Selector]) -> Option<String> {
+        self.target_pods(namespace, selectors).into_iter().map(|(name, _)| name).find(|pod| holder_is_pod(holder, pod))
+    }
+
+    /// The selected Pods in `namespace`, with their labels.
+    fn target_pods(&self, namespace: &str, selectors: &[Selector]) -> Vec<(String, BTreeMap<String, String>)> {
+        self.store
+            .state()
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(namespace))
+            .filter(|p| selectors.iter().any(|s| s.matches(p.labels())))
+            .map(|p| (p.name_any(), p.labels().clone()))
+            .collect()
+    }
+
+    /// Brings the leader label to the holder's Pod and off the other selected Pods.
+    pub fn label_leader(&self, namespace: &str, leader_pod: Option<&str>, selectors: &[Selector]) {
+        for (pod, labels) in self.target_pods(namespace, selectors) {
+            let labelled = labels.get(LEADER_LABEL).map(String::as_str) == Some("true");
+            let wanted = leader_pod == Some(pod.as_str());
+            if labelled != wanted {
+                let index = self.clone();
+                let namespace = namespace.to_string();
+                tokio::spawn(async move { index.set_label(&namespace, &pod, wanted).await });
+            }
+        }
+    }
+
+    async fn set_label(&self, namespace: &str, pod: &str, leader: bool) {
+        let api: Api<Pod> = Api::namespaced(self.client.clone(), namespace);
+        let value = if leader { json!("true") } else { serde_json::Value::Null };
+        let patch = Patch::Merge(json!({ "metadata": { "labels": { LEADER_LABEL: value } } }));
+        match api_call(&self.metrics, "patch_pod_label", api.patch_metadata(pod, &PatchParams::default(), &patch)).await
+        {
+            Ok(_) => info!(%namespace, %pod, leader, "leader label updated"),
+            Err(error) => warn!(%namespace, %pod, %error, "could not update the leader label"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn holders_are_matched_to_pods_by_name_or_hostname_prefix() {
+        assert!(holder_is_pod("web-7d9f-abcde", "web-7d9f-abcde"));
+        assert!(holder_is_pod("web-7d9f-abcde_2b6c0a1e-3f4d", "web-7d9f-abcde"));
+        assert!(!holder_is_pod("web-7d9f-abcdef", "web-7d9f-abcde"));
+        assert!(!holder_is_pod("web", "web-7d9f-abcde"));
+    }
+}
