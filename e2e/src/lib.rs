@@ -412,3 +412,59 @@ pub async fn get_deployment(client: &Client, namespace: &str, name: &str) -> Val
     let api: kube::Api<k8s_openapi::api::apps::v1::Deployment> = kube::Api::namespaced(client.clone(), namespace);
     serde_json::to_value(api.get(name).await.expect("deployment exists")).unwrap()
 }
+
+/// Runs e2e/bin/helm against the local control plane.
+pub fn helm(args: &[&str]) -> Output {
+    Command::new(repo_root().join("e2e/bin/helm"))
+        .args(args)
+        .env("KUBECONFIG", kubeconfig())
+        .current_dir(repo_root())
+        .output()
+        .expect("e2e/bin/helm runs")
+}
+
+pub fn helm_ok(args: &[&str]) -> String {
+    let output = helm(args);
+    assert!(output.status.success(), "helm {args:?} failed: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// A kubeconfig that authenticates with a fresh token of `service_account` (as
+/// `kubectl create token` makes it), so that what runs with it has exactly that account's
+/// RBAC.
+pub fn service_account_kubeconfig(namespace: &str, service_account: &str) -> PathBuf {
+    let token = kubectl_ok(&["create", "token", service_account, "-n", namespace, "--duration=2h"], None);
+    let admin: Value = serde_saphyr::from_str(&std::fs::read_to_string(kubeconfig()).unwrap()).unwrap();
+    let cluster = &admin["clusters"][0]["cluster"];
+    let config = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "local", "cluster": cluster}],
+        "users": [{"name": service_account, "user": {"token": token.trim()}}],
+        "contexts": [{"name": "local", "context": {"cluster": "local", "user": service_account}}],
+        "current-context": "local",
+    });
+    let path = repo_root().join(format!("e2e/.cluster/{namespace}-{service_account}.kubeconfig"));
+    std::fs::write(&path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
+    path
+}
+
+/// Every (apiGroup, resource[/subresource], verb) the user did, and the status codes it
+/// got, from the local API server's audit log.
+pub fn audited_requests(username: &str) -> Vec<(String, String, String, u16)> {
+    let log = std::fs::read_to_string(repo_root().join("e2e/.cluster/logs/audit.log")).unwrap_or_default();
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["user"]["username"] == username)
+        .filter_map(|entry| {
+            let object = &entry["objectRef"];
+            let mut resource = object["resource"].as_str()?.to_string();
+            if let Some(sub) = object["subresource"].as_str() {
+                resource = format!("{resource}/{sub}");
+            }
+            let group = object["apiGroup"].as_str().unwrap_or_default().to_string();
+            let code = entry["responseStatus"]["code"].as_u64().unwrap_or(0) as u16;
+            Some((group, resource, entry["verb"].as_str()?.to_string(), code))
+        })
+        .collect()
+}

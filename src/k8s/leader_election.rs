@@ -50,7 +50,10 @@ pub async fn run(
     loop {
         let succeeded = try_acquire_or_renew(&api, &location.name, &mut elector, &metrics).await;
         let now = Instant::now();
-        match (succeeded, *leading.borrow()) {
+        // Read first: a borrow() guard living through the match would deadlock the
+        // send_replace() inside it.
+        let was_leading = *leading.borrow();
+        match (succeeded, was_leading) {
             (true, false) => {
                 info!(identity = elector.identity(), "became leader");
                 leading.send_replace(true);

@@ -1,0 +1,326 @@
+//! The chart and the kustomize config on the real control plane: rendering, installing
+//! under the restricted Pod Security profile, running with exactly the chart's RBAC (as the
+//! installed ServiceAccount), the operator's own HA, and a clean uninstall.
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    time::Duration,
+};
+
+use election_e2e::{
+    Elector, ElectorBuild, Operator, TestNamespace, admin_client, audited_requests, count_policy_events,
+    get_deployment, helm, helm_ok, injected_env, install_crd, kubectl, kubectl_ok, service_account_kubeconfig,
+    wait_for, wait_policy, wait_policy_event,
+};
+use election_operator::api::PolicyState;
+use k8s_openapi::api::core::v1::Pod;
+use kube::{Api, api::ListParams};
+use serde_json::{Value, json};
+
+const NAMESPACE: &str = "election-system";
+const RELEASE: &str = "election-operator";
+const SETTLE: Duration = Duration::from_secs(30);
+
+fn server_version() -> String {
+    let version: Value = serde_json::from_str(&kubectl_ok(&["version", "-o", "json"], None)).unwrap();
+    version["serverVersion"]["gitVersion"].as_str().unwrap().to_string()
+}
+
+fn documents(yaml: &str) -> Vec<Value> {
+    yaml.split("\n---")
+        .filter_map(|doc| serde_saphyr::from_str::<Value>(doc).ok())
+        .filter(|v| v.is_object() && v.get("kind").is_some())
+        .collect()
+}
+
+fn by_kind_and_name(docs: Vec<Value>) -> BTreeMap<(String, String), Value> {
+    docs.into_iter()
+        .map(|d| ((d["kind"].as_str().unwrap().to_string(), d["metadata"]["name"].as_str().unwrap().to_string()), d))
+        .collect()
+}
+
+fn ensure_restricted_namespace() {
+    let _ = kubectl(&["create", "namespace", NAMESPACE], None);
+    kubectl_ok(
+        &[
+            "label",
+            "namespace",
+            NAMESPACE,
+            "pod-security.kubernetes.io/enforce=restricted",
+            "pod-security.kubernetes.io/enforce-version=latest",
+            "--overwrite",
+        ],
+        None,
+    );
+}
+
+#[tokio::test]
+async fn the_chart_renders_what_the_api_server_accepts() {
+    install_crd();
+    ensure_restricted_namespace();
+    let version = server_version();
+    for values in
+        ["", "legacyLocks.enabled=true,leaderPodLabel.enabled=true,crossNamespaceLocks.enabled=true,replicaCount=3"]
+    {
+        let mut args =
+            vec!["template", RELEASE, "charts/election-operator", "-n", NAMESPACE, "--kube-version", &version];
+        if !values.is_empty() {
+            args.extend(["--set", values]);
+        }
+        let rendered = helm_ok(&args);
+        let output = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&rendered));
+        assert!(output.status.success(), "values {values:?}: {}", String::from_utf8_lossy(&output.stderr));
+    }
+}
+
+#[tokio::test]
+async fn kustomize_renders_the_charts_default_install() {
+    let chart = by_kind_and_name(documents(&helm_ok(&[
+        "template",
+        RELEASE,
+        "charts/election-operator",
+        "-n",
+        NAMESPACE,
+        "--kube-version",
+        "1.37.0",
+        "--include-crds",
+    ])));
+    let config = election_e2e::repo_root().join("config/default");
+    let kustomize = by_kind_and_name(documents(&kubectl_ok(&["kustomize", config.to_str().unwrap()], None)));
+    let chart_keys: BTreeSet<_> = chart.keys().cloned().collect();
+    let mut kustomize_keys: BTreeSet<_> = kustomize.keys().cloned().collect();
+    // kustomize creates the namespace (with the restricted profile); Helm installs into one.
+    assert!(kustomize_keys.remove(&("Namespace".into(), NAMESPACE.into())));
+    assert_eq!(chart_keys, kustomize_keys);
+
+    for (key, rendered) in &chart {
+        let other = &kustomize[key];
+        let same = |path: &str| {
+            let pointer = |v: &Value| v.pointer(path).cloned().unwrap_or(Value::Null);
+            assert!(
+                pointer(rendered) == pointer(other),
+                "{key:?} differs at {path}: {} vs {}",
+                pointer(rendered),
+                pointer(other)
+            );
+        };
+        match key.0.as_str() {
+            "ClusterRole" | "Role" => same("/rules"),
+            "ClusterRoleBinding" | "RoleBinding" => {
+                same("/roleRef");
+                same("/subjects");
+            }
+            "Deployment" => {
+                same("/spec/replicas");
+                same("/spec/selector");
+                same("/spec/template/spec/securityContext");
+                same("/spec/template/spec/serviceAccountName");
+                same("/spec/template/spec/containers/0/args");
+                same("/spec/template/spec/containers/0/env");
+                same("/spec/template/spec/containers/0/securityContext");
+                same("/spec/template/spec/containers/0/ports");
+                same("/spec/template/spec/containers/0/resources");
+            }
+            "ElectionPolicy" | "Service" | "PodDisruptionBudget" => same("/spec"),
+            // Both are byte-for-byte copies of crds/, which a unit test holds to the types.
+            "CustomResourceDefinition" => {}
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_its_leader() {
+    install_crd();
+    ensure_restricted_namespace();
+    let _ = helm(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
+    helm_ok(&[
+        "install",
+        RELEASE,
+        "charts/election-operator",
+        "-n",
+        NAMESPACE,
+        // Short timings for the operator's own election, so the failover below is quick.
+        "--set",
+        "leaderElection.leaseDuration=4s,leaderElection.renewDeadline=3s,leaderElection.retryPeriod=1s",
+    ]);
+    let client = admin_client().await;
+
+    // The Deployment's Pods pass the restricted Pod Security admission. (They stay
+    // Pending: no kubelet here, and the image cannot be pulled anyway.)
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let operator_pods = wait_for("two operator Pods admitted under the restricted profile", SETTLE, || async {
+        let list =
+            pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"))).await.ok()?;
+        let names: Vec<String> = list.items.into_iter().filter_map(|p| p.metadata.name).collect();
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+
+    // The operator runs here as a local process, as the chart's ServiceAccount: its RBAC is
+    // exactly the chart's. Each process plays one of the Pods.
+    let kubeconfig = service_account_kubeconfig(NAMESPACE, RELEASE);
+    let start = |identity: &str| {
+        Operator::start_with(
+            &kubeconfig,
+            &[
+                "--leader-elect",
+                "--leader-election-namespace",
+                NAMESPACE,
+                "--leader-election-id",
+                RELEASE,
+                "--leader-election-lease-duration",
+                "4s",
+                "--leader-election-renew-deadline",
+                "3s",
+                "--leader-election-retry-period",
+                "1s",
+                "--identity",
+                identity,
+            ],
+        )
+    };
+    let mut operators = vec![start(&operator_pods[0]), start(&operator_pods[1])];
+
+    // The chart's own policy shows which replica leads.
+    let self_policy = wait_policy(&client, NAMESPACE, RELEASE, "the operator's own leader", SETTLE, |p| {
+        p.status.as_ref().is_some_and(|s| s.state == Some(PolicyState::Healthy) && operator_pods.contains(&s.leader))
+    })
+    .await;
+    let operator_leader = self_policy.status.unwrap().leader;
+    let table = kubectl_ok(&["get", "electionpolicies", "-n", NAMESPACE], None);
+    assert!(table.contains(&operator_leader) && table.contains("Healthy"), "{table}");
+
+    // An app works end to end under that RBAC.
+    let ns = TestNamespace::new("helm-app");
+    kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "app", "labels": {"app": "app"}},
+        "spec": {"replicas": 2, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": {"app": "app"}},
+            "template": {"metadata": {"labels": {"app": "app"}}, "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}}},
+    }).to_string()));
+    kubectl_ok(
+        &["apply", "-n", &ns.name, "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": "app"},
+                "spec": {"selector": {"matchLabels": {"app": "app"}}, "lock": {"name": "app"},
+                    "leaseDuration": "4s", "renewDeadline": "3s", "retryPeriod": "1s"},
+            })
+            .to_string(),
+        ),
+    );
+    let env = wait_for("the injected configuration", SETTLE, || async {
+        let env = injected_env(&get_deployment(&client, &ns.name, "app").await, 0);
+        (!env.is_empty()).then_some(env)
+    })
+    .await;
+    let app_pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
+    let names = wait_for("the app's configured Pods", SETTLE, || async {
+        let list = app_pods.list(&ListParams::default().labels("app=app")).await.ok()?;
+        let names: Vec<String> = list
+            .items
+            .iter()
+            .filter(|p| serde_json::to_string(&p.spec).unwrap().contains("LEADER_ELECTION_LOCK_NAME"))
+            .filter_map(|p| p.metadata.name.clone())
+            .collect();
+        (names.len() == 2).then_some(names)
+    })
+    .await;
+    let mut electors: Vec<Elector> =
+        names.iter().map(|n| Elector::spawn(ElectorBuild::Current, n, &env, &[])).collect();
+    let app_leader = wait_policy(&client, &ns.name, "app", "the app's leader", SETTLE, |p| {
+        p.status.as_ref().is_some_and(|s| s.state == Some(PolicyState::Healthy) && !s.leader.is_empty())
+    })
+    .await
+    .status
+    .unwrap()
+    .leader;
+
+    // The leading operator dies; the standby takes over.
+    let leading = operator_pods.iter().position(|p| *p == operator_leader).unwrap();
+    operators[leading].kill();
+    let standby = &operator_pods[1 - leading];
+    wait_policy(&client, NAMESPACE, RELEASE, "the standby to lead", SETTLE, |p| {
+        p.status.as_ref().is_some_and(|s| s.leader == *standby)
+    })
+    .await;
+    // And the app's status stays right under the new leader: a transition is reported once.
+    let index = electors.iter().position(|e| e.identity == app_leader).unwrap();
+    electors[index].kill();
+    wait_policy_event(&client, &ns.name, "app", "LeaderChanged", &format!("{app_leader} -> "), SETTLE).await;
+    wait_policy(&client, &ns.name, "app", "the app's new leader", SETTLE, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.state == Some(PolicyState::Healthy) && !s.leader.is_empty() && s.leader != app_leader)
+    })
+    .await;
+    assert_eq!(count_policy_events(&client, &ns.name, "app", "LeaderElected").await, 1);
+    assert_eq!(count_policy_events(&client, &ns.name, "app", "LeaderChanged").await, 1);
+
+    // Deleting the policy takes the configuration back out (the finalizer works under the
+    // chart's RBAC), then the operators stop.
+    kubectl_ok(&["-n", &ns.name, "delete", "electionpolicy", "app", "--wait=true", "--timeout=60s"], None);
+    assert!(injected_env(&get_deployment(&client, &ns.name, "app").await, 0).is_empty());
+    for operator in &mut operators {
+        let log = operator.log_text();
+        assert!(
+            !log.contains("403") && !log.to_lowercase().contains("forbidden"),
+            "the chart's RBAC refused something:\n{log}"
+        );
+        operator.kill();
+    }
+
+    // RBAC against actual use: nothing was refused, and every verb granted was used.
+    let username = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}");
+    let requests = audited_requests(&username);
+    let refused: Vec<_> = requests.iter().filter(|r| r.3 == 403).collect();
+    assert!(refused.is_empty(), "refused: {refused:?}");
+    let used: BTreeSet<(String, String, String)> =
+        requests.iter().map(|(g, r, v, _)| (g.clone(), r.clone(), v.clone())).collect();
+    let rendered = documents(&helm_ok(&["get", "manifest", RELEASE, "-n", NAMESPACE]));
+    let mut granted = BTreeSet::new();
+    for role in rendered.iter().filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role") {
+        if role["metadata"]["labels"].get("rbac.authorization.k8s.io/aggregate-to-view").is_some()
+            || role["metadata"]["labels"].get("rbac.authorization.k8s.io/aggregate-to-edit").is_some()
+        {
+            continue; // For users, not the operator.
+        }
+        for rule in role["rules"].as_array().unwrap() {
+            for group in rule["apiGroups"].as_array().unwrap() {
+                for resource in rule["resources"].as_array().unwrap() {
+                    for verb in rule["verbs"].as_array().unwrap() {
+                        granted.insert((
+                            group.as_str().unwrap().to_string(),
+                            resource.as_str().unwrap().to_string(),
+                            verb.as_str().unwrap().to_string(),
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    let unused: Vec<_> = granted.difference(&used).collect();
+    assert!(unused.is_empty(), "granted but never used: {unused:?}\nused: {used:?}");
+
+    // helm uninstall leaves no operator objects behind.
+    helm_ok(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
+    wait_for("every object of the release to be gone", SETTLE, || async {
+        let selector = format!("app.kubernetes.io/instance={RELEASE}");
+        let left = kubectl_ok(
+            &[
+                "get",
+                "deployments,serviceaccounts,roles,rolebindings,services,poddisruptionbudgets,electionpolicies",
+                "-n",
+                NAMESPACE,
+                "-l",
+                &selector,
+                "-o",
+                "name",
+            ],
+            None,
+        ) + &kubectl_ok(&["get", "clusterroles,clusterrolebindings", "-l", &selector, "-o", "name"], None);
+        left.trim().is_empty().then_some(())
+    })
+    .await;
+}
