@@ -9,6 +9,14 @@ CRD := crds/electionpolicies.election.dev.yaml
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
+.PHONY: demo
+demo: ## Build everything, start the local control plane, install with Helm, show a leader and a failover
+	e2e/demo
+
+.PHONY: demo-stop
+demo-stop: ## Stop the demo and the local control plane
+	e2e/cluster down
+
 .PHONY: test
 test: lint unit e2e ## Everything CI runs: lint, unit tests, e2e tests on the real control plane
 

@@ -154,7 +154,7 @@ pub struct DetectionSpec {
     /// flappingWindow. Default 3.
     #[serde(default = "default_flapping_transitions")]
     #[validate(range(min = 1, max = 1000))]
-    pub flapping_transitions: u32,
+    pub flapping_transitions: i32,
 
     /// The window for flappingTransitions. A Go duration; default 10m.
     #[serde(default = "default_flapping_window")]
@@ -323,7 +323,7 @@ impl PolicyState {
     }
 }
 
-fn default_flapping_transitions() -> u32 {
+fn default_flapping_transitions() -> i32 {
     3
 }
 fn default_flapping_window() -> String {

@@ -244,7 +244,7 @@ fn parse_detection(spec: &ElectionPolicySpec) -> Result<Detection, String> {
         );
     }
     Ok(Detection {
-        flapping_transitions: spec.detection.flapping_transitions as usize,
+        flapping_transitions: usize::try_from(spec.detection.flapping_transitions).unwrap_or(1),
         flapping_window: window,
         slow_renewal_after: slow,
     })
