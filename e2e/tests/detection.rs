@@ -123,8 +123,13 @@ async fn metrics_follow_a_stale_episode_and_renewals_slow_warns_first() {
     let text = operator.metrics().await;
     let margin = sample(&text, &series("election_lease_expiry_margin_seconds", &app));
     assert!(margin.is_none(), "no expiry margin once stale: {margin:?}");
-    let slow_before_stale = client_events_order(&client, &ns.name, &app.name).await;
-    assert_eq!(slow_before_stale, ["LeaderElected", "RenewalsSlow", "LeaseStale"]);
+    let events = election_e2e::policy_events(&client, &ns.name, &app.name).await;
+    let order = client_events_order(&client, &ns.name, &app.name).await;
+    let detail: Vec<_> = events
+        .iter()
+        .map(|e| (e.event_time.as_ref().map(|t| t.0.to_string()), e.reason.clone(), e.note.clone()))
+        .collect();
+    assert_eq!(order, ["LeaderElected", "RenewalsSlow", "LeaseStale"], "{detail:#?}");
 
     elector.signal("CONT");
     wait_metric(&operator, &series("election_lease_stale", &app), 0.0).await;

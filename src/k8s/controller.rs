@@ -83,7 +83,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     let (policies, policy_writer) = reflector::store();
     let policy_synced = synced.clone();
     let (gone, gone_policies) = mpsc::unbounded_channel();
-    let mut listing = Vec::new();
+    let mut listing = (Vec::new(), std::time::Instant::now());
     let policy_stream = reflector::reflector(
         policy_writer,
         watcher(policy_api, watcher::Config::default())
@@ -136,21 +136,22 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
 /// What the watch says about policies that no longer exist.
 enum Gone {
     Deleted(PolicyKey),
-    /// After a (re)list: only these exist; any other is gone.
-    OnlyThese(Vec<(String, String)>),
+    /// After a (re)list begun at that instant: only these exist; any other registered
+    /// before then is gone.
+    OnlyThese(Vec<PolicyKey>, std::time::Instant),
 }
 
 fn track_deletions(
     event: &watcher::Event<ElectionPolicy>,
-    listing: &mut Vec<(String, String)>,
+    listing: &mut (Vec<PolicyKey>, std::time::Instant),
     gone: &mpsc::UnboundedSender<Gone>,
 ) {
     let key = |p: &ElectionPolicy| (p.namespace().unwrap_or_default(), p.name_any());
     match event {
         watcher::Event::Delete(policy) => drop(gone.send(Gone::Deleted(key(policy)))),
-        watcher::Event::Init => listing.clear(),
-        watcher::Event::InitApply(policy) => listing.push(key(policy)),
-        watcher::Event::InitDone => drop(gone.send(Gone::OnlyThese(std::mem::take(listing)))),
+        watcher::Event::Init => *listing = (Vec::new(), std::time::Instant::now()),
+        watcher::Event::InitApply(policy) => listing.0.push(key(policy)),
+        watcher::Event::InitDone => drop(gone.send(Gone::OnlyThese(std::mem::take(&mut listing.0), listing.1))),
         watcher::Event::Apply(_) => {}
     }
 }
@@ -162,7 +163,7 @@ async fn forget_deleted_policies(mut gone: mpsc::UnboundedReceiver<Gone>, observ
     while let Some(event) = gone.recv().await {
         match event {
             Gone::Deleted(policy) => observer.unregister(policy).await,
-            Gone::OnlyThese(existing) => observer.retain(existing).await,
+            Gone::OnlyThese(existing, listed_at) => observer.retain(existing, listed_at).await,
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use futures::future::poll_fn;
@@ -74,8 +74,9 @@ pub enum LockEvent {
 enum Command {
     Register(Box<Registration>),
     Unregister(PolicyKey),
-    /// Forget every policy not in this list (after the policy watch listed again).
-    Retain(Vec<PolicyKey>),
+    /// Forget every policy not in this list that registered before the list was begun:
+    /// one registered since may have been created after the list was taken.
+    Retain(Vec<PolicyKey>, Instant),
     Lock(LockEvent),
     /// A Pod in this namespace appeared, changed or went.
     PodsChanged(String),
@@ -96,8 +97,8 @@ impl ObserverHandle {
         let _ = self.commands.send(Command::Unregister(policy)).await;
     }
 
-    pub async fn retain(&self, policies: Vec<PolicyKey>) {
-        let _ = self.commands.send(Command::Retain(policies)).await;
+    pub async fn retain(&self, policies: Vec<PolicyKey>, listed_at: Instant) {
+        let _ = self.commands.send(Command::Retain(policies, listed_at)).await;
     }
 
     pub async fn lock_event(&self, event: LockEvent) {
@@ -121,6 +122,8 @@ struct Entry {
     written: Option<ElectionPolicyStatus>,
     timer: Option<delay_queue::Key>,
     observed_changes: u64,
+    /// When the controller last registered the policy.
+    registered: Instant,
 }
 
 pub struct Observer {
@@ -171,9 +174,14 @@ impl Observer {
                     None => return,
                     Some(Command::Register(registration)) => self.register(*registration).await,
                     Some(Command::Unregister(policy)) => self.unregister(&policy),
-                    Some(Command::Retain(policies)) => {
+                    Some(Command::Retain(policies, listed_at)) => {
                         let keep: HashSet<PolicyKey> = policies.into_iter().collect();
-                        let gone: Vec<PolicyKey> = self.entries.keys().filter(|k| !keep.contains(*k)).cloned().collect();
+                        let gone: Vec<PolicyKey> = self
+                            .entries
+                            .iter()
+                            .filter(|(k, e)| !keep.contains(*k) && e.registered < listed_at)
+                            .map(|(k, _)| k.clone())
+                            .collect();
                         gone.iter().for_each(|policy| self.unregister(policy));
                     }
                     Some(Command::Lock(event)) => self.lock_event(event).await,
@@ -208,7 +216,9 @@ impl Observer {
             written: registration.current_status.clone(),
             timer: None,
             observed_changes: 0,
+            registered: Instant::now(),
         });
+        entry.registered = Instant::now();
         let previous_config = config_condition(entry.written.as_ref());
         let previous_lock =
             entry.observation.as_ref().and(entry.report.lock.clone().filter(|_| entry.report.outcome.observes_lock()));
@@ -535,13 +545,14 @@ fn occurrence_notice(occurrence: &Occurrence, lock: &str, renew_time: &str) -> N
                 humantime(*silent_for),
                 humantime(*lease_duration)
             ),
-            None,
+            // A spell of silence belongs to the last record seen: once per record.
+            Some(format!("slow\n{holder}\n{renew_time}")),
         ),
         Occurrence::LeaderFlapping { changes, window } => notice(
             Severity::Warning,
             event::LEADER_FLAPPING,
             format!("{changes} leader changes of {lock} within {}", humantime(*window)),
-            None,
+            Some(format!("flapping\n{renew_time}")),
         ),
     }
 }
