@@ -50,6 +50,8 @@ pub struct PolicySnapshot {
     pub flapping: bool,
     /// No renewal for the slow-renewal threshold.
     pub renewals_slow: bool,
+    /// The lease would have expired while the lock could not be watched: unknown, not stale.
+    pub unobservable: bool,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -282,6 +284,11 @@ impl Collector for PolicyCollector {
             ),
             ("leader_flapping", "1 while leadership changes more often than the policy allows", |s| s.flapping),
             ("renewals_slow", "1 while no renewal was observed for the slow-renewal threshold", |s| s.renewals_slow),
+            (
+                "lease_unobservable",
+                "1 while the lease's deadline passed with the lock unwatchable (LeaderHealthy Unknown, not Stale)",
+                |s| s.unobservable,
+            ),
         ] {
             family(name, help, GaugeType, &mut |m| {
                 for (key, s) in snapshots.iter() {

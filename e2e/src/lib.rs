@@ -259,6 +259,11 @@ impl Operator {
         self.child.id()
     }
 
+    /// The process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().ok().flatten().is_none()
+    }
+
     /// Waits until /readyz answers 200.
     pub async fn wait_ready(&self, timeout: Duration) {
         wait_for("the operator to be ready", timeout, || async {
@@ -305,8 +310,13 @@ pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
-/// GETs a path on loopback; `Some(body)` only for a 200.
+/// GETs a path on loopback; `Some(body)` only for a 200 within two seconds (a stopped
+/// process accepts connections but never answers).
 pub async fn http_get(port: u16, path: &str) -> Option<String> {
+    tokio::time::timeout(Duration::from_secs(2), http_get_unbounded(port, path)).await.ok().flatten()
+}
+
+async fn http_get_unbounded(port: u16, path: &str) -> Option<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
     stream.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await.ok()?;
@@ -467,4 +477,66 @@ pub fn audited_requests(username: &str) -> Vec<(String, String, String, u16)> {
             Some((group, resource, entry["verb"].as_str()?.to_string(), code))
         })
         .collect()
+}
+
+/// Runs `e2e/cluster ARGS` (stop/start a component for fault tests).
+pub fn cluster(args: &[&str]) {
+    let output = Command::new(repo_root().join("e2e/cluster")).args(args).output().expect("e2e/cluster runs");
+    assert!(output.status.success(), "e2e/cluster {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+}
+
+/// A control-plane component stopped for a fault test; started again when dropped, so a
+/// failing test does not leave the cluster broken for the next one.
+pub struct Stopped {
+    component: String,
+    running: bool,
+}
+
+impl Stopped {
+    pub fn new(component: &str) -> Self {
+        cluster(&["stop", component]);
+        Stopped { component: component.into(), running: false }
+    }
+
+    /// Starts it again (returns once it is ready).
+    pub fn start(mut self) {
+        cluster(&["start", &self.component]);
+        self.running = true;
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        if !self.running {
+            let _ = Command::new(repo_root().join("e2e/cluster")).args(["start", &self.component]).output();
+        }
+    }
+}
+
+/// A port of the running local control plane, from e2e/.cluster/ports.env.
+pub fn cluster_port(name: &str) -> u16 {
+    let ports = std::fs::read_to_string(repo_root().join("e2e/.cluster/ports.env")).expect("the cluster is up");
+    ports
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}="))?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in ports.env"))
+}
+
+/// Compacts etcd's history up to its current revision, as the API server does every five
+/// minutes: a watch resuming from an older resourceVersion then gets 410 Gone.
+pub async fn compact_etcd() -> u64 {
+    let port = cluster_port("ETCD_CLIENT_PORT");
+    let post = |path: &str, body: &str| {
+        let output = Command::new("curl")
+            .args(["-sf", "-m", "5", "-X", "POST", &format!("http://127.0.0.1:{port}{path}"), "-d", body])
+            .output()
+            .expect("curl runs");
+        serde_json::from_slice::<Value>(&output.stdout).unwrap_or(Value::Null)
+    };
+    let revision: u64 = post("/v3/kv/range", r#"{"key":"AA=="}"#)["header"]["revision"]
+        .as_str()
+        .and_then(|r| r.parse().ok())
+        .expect("etcd answers with its revision");
+    post("/v3/kv/compaction", &format!(r#"{{"revision":"{revision}","physical":true}}"#));
+    revision
 }

@@ -323,6 +323,42 @@ mod tests {
         assert!(matches!(from_lease_spec(Some(&wrong)), LockContent::Malformed(_)));
     }
 
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// No input panics the annotation parser: arbitrary text, and JSON objects with
+        /// the record's field names carrying values of any shape.
+        #[test]
+        fn the_annotation_parser_never_panics(text in ".{0,2000}") {
+            let _ = from_annotation_json(&text);
+        }
+
+        #[test]
+        fn records_with_hostile_fields_never_panic(
+            holder in proptest::option::of(".{0,300}"),
+            duration in proptest::option::of(proptest::num::i64::ANY),
+            transitions in proptest::option::of(proptest::num::i64::ANY),
+            renew in proptest::option::of("[0-9TZ:.+-]{0,40}"),
+            acquire in proptest::option::of(".{0,40}"),
+            extra in proptest::option::of(".{0,40}"),
+        ) {
+            let json = serde_json::json!({
+                "holderIdentity": holder, "leaseDurationSeconds": duration, "leaderTransitions": transitions,
+                "renewTime": renew, "acquireTime": acquire, "unknownField": extra,
+            });
+            let content = from_annotation_json(&json.to_string());
+            // Whatever it decides, a record it accepts is one client-go could have written.
+            if let LockContent::Record(record) = content {
+                proptest::prop_assert!(record.leader_transitions >= 0);
+                proptest::prop_assert!(!record.has_holder() || (0..=MAX_LEASE_DURATION_SECONDS).contains(&record.lease_duration_seconds));
+            }
+            let _ = from_lease_spec(Some(&serde_json::json!({
+                "holderIdentity": json["holderIdentity"], "leaseDurationSeconds": json["leaseDurationSeconds"],
+                "leaseTransitions": json["leaderTransitions"], "renewTime": json["renewTime"],
+            })));
+        }
+    }
+
     #[test]
     fn lock_keys_print_as_resource_namespace_name() {
         let key = LockKey { type_: LockType::ConfigMap, namespace: "ns".into(), name: "lock".into() };

@@ -222,8 +222,11 @@ impl LockObservation {
     /// renewals, or the end of a flapping spell.
     pub fn deadline(&self) -> Option<Instant> {
         let stale = self.stale_deadline();
-        let slow =
-            stale.filter(|_| !self.slow).and(self.last_change).map(|c| c.monotonic + self.detection.slow_renewal_after);
+        // Blind, lateness means nothing: only the stale deadline matters (to go Unknown).
+        let slow = stale
+            .filter(|_| !self.slow && !self.blind)
+            .and(self.last_change)
+            .map(|c| c.monotonic + self.detection.slow_renewal_after);
         let calm = self.flapping_ends();
         [stale, slow, calm].into_iter().flatten().min()
     }
@@ -603,6 +606,36 @@ mod tests {
         o.observe(later, record("d", 601));
         o.check_deadline(later);
         assert!(!o.is_flapping());
+    }
+
+    /// Whatever happened, once check_deadline(now) has run, the next deadline lies in the
+    /// future: a past one would make the observer's timer fire in a loop.
+    #[test]
+    fn after_a_check_the_next_deadline_is_always_in_the_future() {
+        let scenarios: [fn(&mut LockObservation, Moment); 4] = [
+            |_, _| {},
+            |o, _| o.set_blind(),
+            |o, t0| {
+                o.set_blind();
+                o.check_deadline(t0.after(Duration::from_secs(7)));
+            },
+            |o, t0| {
+                o.check_deadline(t0.after(Duration::from_secs(7)));
+                o.set_blind();
+            },
+        ];
+        for (i, scenario) in scenarios.iter().enumerate() {
+            let (mut o, t0) = fresh();
+            o.observe(t0, record("a", 1));
+            scenario(&mut o, t0);
+            for step in 0..40 {
+                let now = t0.after(Duration::from_millis(500 * step));
+                o.check_deadline(now);
+                if let Some(next) = o.deadline() {
+                    assert!(next > now.monotonic, "scenario {i}, {step}: the next deadline is not in the future");
+                }
+            }
+        }
     }
 
     #[test]

@@ -169,6 +169,8 @@ impl Observer {
         let mut probe = tokio::time::interval(ABSENT_LOCK_PROBE_INTERVAL);
         probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
+            // Let other tasks run between steps, however much work is queued here.
+            tokio::task::consume_budget().await;
             tokio::select! {
                 command = commands.recv() => match command {
                     None => return,
@@ -432,6 +434,7 @@ impl Observer {
                 holder_not_found: entry.holder.not_found_among.is_some(),
                 flapping: observation.is_some_and(LockObservation::is_flapping),
                 renewals_slow: observation.is_some_and(LockObservation::is_slow),
+                unobservable: observation.is_some_and(LockObservation::is_unobservable),
             },
         );
         config
