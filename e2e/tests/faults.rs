@@ -244,7 +244,7 @@ async fn a_sigkilled_operator_loses_and_doubles_nothing() {
 #[tokio::test]
 async fn compacted_watch_history_makes_the_operator_list_again_and_get_it_right() {
     let ns = TestNamespace::new("compact");
-    let mut operator = started_operator(&[]).await;
+    let operator = started_operator(&[]).await;
     let client = admin_client().await;
     let app = app(&client, &ns.name, "compacted", 2, ("6s", "4s", "1s")).await;
     let mut electors: Vec<Elector> =
