@@ -110,6 +110,23 @@ impl Drop for TestNamespace {
     }
 }
 
+/// Makes the spawned process die when the test that started it goes, however it goes
+/// (a killed test run would otherwise leave operators and electors behind to interfere
+/// with the next run).
+fn dies_with_parent(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    }
+}
+
 /// Which build of the elector to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ElectorBuild {
@@ -133,7 +150,7 @@ impl Elector {
             ElectorBuild::Current => "e2e/bin/elector",
             ElectorBuild::Legacy => "e2e/bin/elector-legacy",
         };
-        let mut child = Command::new(repo_root().join(program))
+        let mut child = dies_with_parent(&mut Command::new(repo_root().join(program)))
             .args(args)
             .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .env("LEADER_ELECTION_IDENTITY", identity)
@@ -238,7 +255,7 @@ impl Operator {
         std::fs::create_dir_all(&logs).unwrap();
         let log = logs.join(format!("operator-{}-{metrics_port}.log", std::process::id()));
         let file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(binary)
+        let child = dies_with_parent(&mut Command::new(binary))
             .args(["--metrics-bind-address", &format!("127.0.0.1:{metrics_port}")])
             .args(["--health-probe-bind-address", &format!("127.0.0.1:{probe_port}")])
             .args(args)

@@ -394,7 +394,8 @@ async fn hostile_lock_objects_are_reported_without_a_crash() {
         ("not-json", configmap("not-json", "{{{".into()), "not a leader-election record"),
     ];
     for (name, object, _) in &cases {
-        kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&object.to_string()));
+        // Server-side: client-side apply would copy the object into an annotation of its own.
+        kubectl_ok(&["apply", "--server-side", "-n", &ns.name, "-f", "-"], Some(&object.to_string()));
         let policy = json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": name},
             "spec": {"selector": {"matchLabels": {"app": name}}, "lock": {"name": name, "type": "ConfigMap"}, "injection": {"mode": "None"}}});
         kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&policy.to_string()));

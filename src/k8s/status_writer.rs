@@ -7,7 +7,7 @@
 //! operator keeps working on everything else.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -33,17 +33,54 @@ pub struct StatusWriter {
 }
 
 struct Shared {
-    pending: Mutex<HashMap<PolicyKey, ElectionPolicyStatus>>,
+    queue_state: Mutex<QueueState>,
     queue: mpsc::UnboundedSender<PolicyKey>,
     client: Client,
     metrics: Metrics,
+}
+
+/// The newest unwritten status per policy, and the policies a worker is writing now. A
+/// policy has at most one write in flight: two concurrent writes could land in either
+/// order and leave the older status in place.
+#[derive(Default)]
+struct QueueState {
+    pending: HashMap<PolicyKey, ElectionPolicyStatus>,
+    in_flight: HashSet<PolicyKey>,
+}
+
+impl QueueState {
+    /// Records the newest status; true when the policy needs a worker (none holds it).
+    fn offer(&mut self, policy: &PolicyKey, status: ElectionPolicyStatus) -> bool {
+        self.pending.insert(policy.clone(), status);
+        self.in_flight.insert(policy.clone())
+    }
+
+    /// The next status for a policy the caller holds, or `None` (releasing it) when there is
+    /// nothing newer.
+    fn next(&mut self, policy: &PolicyKey) -> Option<ElectionPolicyStatus> {
+        let next = self.pending.remove(policy);
+        if next.is_none() {
+            self.in_flight.remove(policy);
+        }
+        next
+    }
+}
+
+impl Shared {
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.queue_state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn next(&self, policy: &PolicyKey) -> Option<ElectionPolicyStatus> {
+        self.state().next(policy)
+    }
 }
 
 impl StatusWriter {
     /// Starts `workers` writers; more write concurrently, bounding the API load.
     pub fn spawn(client: Client, metrics: Metrics, workers: usize) -> Self {
         let (queue, receiver) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared { pending: Mutex::default(), queue, client, metrics });
+        let shared = Arc::new(Shared { queue_state: Mutex::default(), queue, client, metrics });
         let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
         for _ in 0..workers.max(1) {
             tokio::spawn(work(shared.clone(), receiver.clone()));
@@ -53,9 +90,9 @@ impl StatusWriter {
 
     /// Queues `status` for `policy`, replacing any version not yet written.
     pub fn write(&self, policy: PolicyKey, status: ElectionPolicyStatus) {
-        let queued = self.shared.pending.lock().unwrap_or_else(|e| e.into_inner()).insert(policy.clone(), status);
-        if queued.is_none() {
-            // Only the first of a burst needs a queue slot; the rest ride on it.
+        // The first of a burst takes a queue slot; the rest ride on it, and a policy being
+        // written is picked up again by its worker when that write is done.
+        if self.shared.state().offer(&policy, status) {
             let _ = self.shared.queue.send(policy);
         }
     }
@@ -67,22 +104,18 @@ async fn work(shared: Arc<Shared>, receiver: Arc<tokio::sync::Mutex<mpsc::Unboun
             return;
         };
         let mut delay = Duration::from_millis(200);
-        loop {
-            let Some(status) = shared.pending.lock().unwrap_or_else(|e| e.into_inner()).remove(&policy) else {
-                break;
-            };
+        while let Some(status) = shared.next(&policy) {
             match write_status(&shared, &policy, &status).await {
-                Ok(()) => break,
+                Ok(()) => delay = Duration::from_millis(200),
                 Err(error) if status_code(&error) == Some(404) => {
                     debug!(namespace = %policy.0, policy = %policy.1, "policy gone; status dropped");
-                    break;
                 }
                 Err(error) => {
                     warn!(namespace = %policy.0, policy = %policy.1, %error, retry_in = ?delay, "status write failed");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     // Retry with whatever is newest: this version, or one queued meanwhile.
-                    shared.pending.lock().unwrap_or_else(|e| e.into_inner()).entry(policy.clone()).or_insert(status);
+                    shared.state().pending.entry(policy.clone()).or_insert(status);
                 }
             }
         }
@@ -106,4 +139,28 @@ async fn write_status(
     shared.metrics.status_written();
     debug!(%namespace, policy = %name, state = ?status.state, leader = %status.leader, "status written");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status(leader: &str) -> ElectionPolicyStatus {
+        ElectionPolicyStatus { leader: leader.into(), ..Default::default() }
+    }
+
+    #[test]
+    fn a_policy_has_one_write_in_flight_and_its_newest_status_written_last() {
+        let mut queue = QueueState::default();
+        let key = ("ns".to_string(), "p".to_string());
+        assert!(queue.offer(&key, status("a")), "the first status needs a worker");
+        let first = queue.next(&key).unwrap();
+        assert_eq!(first.leader, "a");
+        // Written meanwhile: no second worker, the holder takes them, newest only.
+        assert!(!queue.offer(&key, status("b")));
+        assert!(!queue.offer(&key, status("c")));
+        assert_eq!(queue.next(&key).unwrap().leader, "c");
+        assert!(queue.next(&key).is_none(), "nothing newer: released");
+        assert!(queue.offer(&key, status("d")), "released, so the next status needs a worker again");
+    }
 }
