@@ -324,3 +324,78 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
     })
     .await;
 }
+
+#[tokio::test]
+async fn uninstalling_keeps_apps_configured_and_reinstalling_adopts_them_without_a_rollout() {
+    install_crd();
+    ensure_restricted_namespace();
+    let _ = helm(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
+    helm_ok(&["install", RELEASE, "charts/election-operator", "-n", NAMESPACE]);
+    let client = admin_client().await;
+    let start = || {
+        let kubeconfig = service_account_kubeconfig(NAMESPACE, RELEASE);
+        Operator::start_with(
+            &kubeconfig,
+            &["--leader-elect", "--leader-election-namespace", NAMESPACE, "--leader-election-id", RELEASE],
+        )
+    };
+    let mut operator = start();
+    let ns = TestNamespace::new("adopt");
+    kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": "kept", "labels": {"app": "kept"}},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "kept"}},
+            "template": {"metadata": {"labels": {"app": "kept"}}, "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}}},
+    }).to_string()));
+    kubectl_ok(
+        &["apply", "-n", &ns.name, "-f", "-"],
+        Some(
+            &json!({
+                "apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": "kept"},
+                "spec": {"selector": {"matchLabels": {"app": "kept"}}, "lock": {"name": "kept"}},
+            })
+            .to_string(),
+        ),
+    );
+    wait_policy(&client, &ns.name, "kept", "injected", SETTLE, |p| condition_true(p, "ConfigInjected")).await;
+    let replica_sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
+    wait_for("the rollout of the configured template", SETTLE, || async {
+        let d = get_deployment(&client, &ns.name, "kept").await;
+        (d["status"]["observedGeneration"] == d["metadata"]["generation"]).then_some(())
+    })
+    .await;
+    let template = get_deployment(&client, &ns.name, "kept").await["spec"]["template"].clone();
+    let rollouts = replica_sets.list(&ListParams::default()).await.unwrap().items.len();
+
+    // Uninstalled: the operator is gone, the app keeps its configuration.
+    operator.kill();
+    helm_ok(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
+    assert_eq!(get_deployment(&client, &ns.name, "kept").await["spec"]["template"], template);
+
+    // Reinstalled: the policy is adopted as it is, with no write to the Deployment.
+    helm_ok(&["install", RELEASE, "charts/election-operator", "-n", NAMESPACE]);
+    operator = start();
+    operator.wait_ready(SETTLE).await;
+    wait_for("the policy reconciled by the new operator", SETTLE, || async {
+        let ok =
+            election_e2e::sample(&operator.metrics().await, r#"election_reconciles_total{result="ok"}"#).unwrap_or(0.0);
+        (ok >= 1.0).then_some(())
+    })
+    .await;
+    let policy =
+        wait_policy(&client, &ns.name, "kept", "still injected", SETTLE, |p| condition_true(p, "ConfigInjected")).await;
+    assert_eq!(policy.status.unwrap().injected_deployments, ["kept"]);
+    let applies =
+        election_e2e::sample(&operator.metrics().await, r#"election_api_requests_total{operation="apply_deployment"}"#);
+    assert_eq!(applies, None, "the adopted Deployment was written again");
+    assert_eq!(get_deployment(&client, &ns.name, "kept").await["spec"]["template"], template);
+    assert_eq!(replica_sets.list(&ListParams::default()).await.unwrap().items.len(), rollouts, "a rollout on adoption");
+
+    kubectl_ok(&["-n", &ns.name, "delete", "electionpolicy", "kept", "--wait=true", "--timeout=60s"], None);
+    operator.kill();
+    helm_ok(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
+}
+
+fn condition_true(policy: &election_operator::api::ElectionPolicy, type_: &str) -> bool {
+    election_e2e::condition(policy, type_).is_some_and(|c| c.0 == "True")
+}
