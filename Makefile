@@ -35,6 +35,10 @@ unit: ## Unit tests of the operator (no cluster needed)
 e2e: ## End-to-end tests: starts the local control plane, runs them, stops it
 	e2e/run-tests
 
+.PHONY: bench
+bench: ## Benchmark: N=100 and N=1000 policies, 5000 noise Leases, next to kube-state-metrics
+	e2e/run-bench
+
 .PHONY: crd
 crd: ## Regenerate the CRD (and its chart and kustomize copies) from src/api.rs
 	cargo run --quiet --bin crdgen > $(CRD)

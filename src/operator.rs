@@ -115,7 +115,6 @@ pub async fn run(
         options: settings.options,
         observer,
         events: publisher,
-        labeler,
         metrics,
         concurrency: settings.concurrency,
     };

@@ -36,7 +36,6 @@ use crate::{
     k8s::{
         WatchBackoff, api_call,
         events::{EventPublisher, Notice, Regarding, Severity},
-        locks::LockLabeler,
         observer::{ObserverHandle, Registration},
         status_code,
     },
@@ -52,7 +51,6 @@ pub struct Context {
     pub options: PolicyOptions,
     pub observer: ObserverHandle,
     pub events: EventPublisher,
-    pub labeler: LockLabeler,
     pub metrics: Metrics,
     pub deployments: Store<Deployment>,
     pub policies: Store<ElectionPolicy>,
@@ -66,7 +64,6 @@ pub struct Parts {
     pub options: PolicyOptions,
     pub observer: ObserverHandle,
     pub events: EventPublisher,
-    pub labeler: LockLabeler,
     pub metrics: Metrics,
     /// Policies reconciled at once.
     pub concurrency: u16,
@@ -75,7 +72,7 @@ pub struct Parts {
 /// Runs the controller until `shutdown` is cancelled; calls `ready` once its caches are
 /// synced.
 pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: CancellationToken) {
-    let Parts { client, options, observer, events, labeler, metrics, concurrency } = parts;
+    let Parts { client, options, observer, events, metrics, concurrency } = parts;
     // Ready once both caches have listed. (Not Store::wait_until_ready: kube-runtime wakes
     // only one of several waiters, and the controller is already one.)
     let synced = Arc::new(SyncLatch::new(2, ready));
@@ -115,7 +112,6 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         options,
         observer,
         events,
-        labeler,
         metrics,
         deployments: deployments.clone(),
         policies: policies.clone(),
@@ -303,13 +299,8 @@ async fn apply(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
         }
         Ok(valid) => match conflict(policy, valid, context) {
             Some(message) => ConfigOutcome::Conflict(message),
-            None => {
-                if let Err(error) = context.labeler.label(&valid.lock).await {
-                    // Not fatal: the observer's probe labels it later.
-                    warn!(lock = %valid.lock, %error, "could not label lock");
-                }
-                inject(policy, valid, &selected, &regarding, context).await?
-            }
+            // The observer labels the lock for the watch, if the watch has not seen it yet.
+            None => inject(policy, valid, &selected, &regarding, context).await?,
         },
     };
 

@@ -252,6 +252,10 @@ impl Observer {
 
         if let Some(lock) = watched_lock.as_ref().filter(|lock| self.listed.contains(&lock.type_)) {
             let content = self.locks.get(lock).cloned().unwrap_or(LockContent::Absent);
+            if content == LockContent::Absent {
+                // Not seen by the label-selected watch: label it now rather than at the next probe.
+                self.labeler.label_in_background(lock.clone());
+            }
             self.observe(&key, content).await;
         }
         self.check_holder(&key).await;

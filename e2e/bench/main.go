@@ -1,0 +1,747 @@
+// Command bench measures election-operator on the local real control plane (make bench).
+//
+// For N policies it creates N Leases that a load generator renews every 2 s (many Leases
+// per process, as client-go programs would, one Update per renewal), plus M noise Leases
+// in kube-node-lease renewed every 10 s that belong to no policy. It runs the operator (and
+// kube-state-metrics, the peer users run today) against that cluster and measures:
+//
+//   - transition latency: from the generator's acknowledged holder change to the
+//     operator's LeaderChanged Event and to the policy's status update, next to a bare
+//     watch on the same Leases in the same run (the floor on this machine);
+//   - stale latency: from the deadline (last acknowledged renewal + leaseDuration) to the
+//     LeaseStale Event;
+//   - the operator's RSS (steady, and peak during the initial list), CPU seconds per
+//     minute with and without the noise, the API requests it makes per second (from the
+//     API server's audit log), and its status writes per plain renewal;
+//   - RSS and CPU of kube-state-metrics --resources=leases over the same window.
+//
+// It prints a Markdown table; every number comes from this run.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"math/rand"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/dynamic"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/utils/ptr"
+)
+
+const (
+	renewEvery      = 2 * time.Second
+	noiseRenewEvery = 10 * time.Second
+	leaseSeconds    = 15
+	operatorAccount = "bench-operator"
+	operatorNS      = "election-system"
+)
+
+var policyGVR = schema.GroupVersionResource{Group: "election.dev", Version: "v1alpha1", Resource: "electionpolicies"}
+
+type options struct {
+	kubeconfig, operatorBinary, ksmBinary, auditLog, out string
+	policies, noise, transitions, stale                  int
+	steady                                               time.Duration
+}
+
+func main() {
+	var o options
+	flag.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "admin kubeconfig")
+	flag.StringVar(&o.operatorBinary, "operator", "target/release/election-operator", "operator binary")
+	flag.StringVar(&o.ksmBinary, "kube-state-metrics", "", "kube-state-metrics binary (empty: skip the comparison)")
+	flag.StringVar(&o.auditLog, "audit-log", "e2e/.cluster/logs/audit.log", "the API server's audit log")
+	flag.StringVar(&o.out, "out", "", "append the Markdown table to this file too")
+	flag.IntVar(&o.policies, "policies", 100, "N: policies, each with a Lease renewed every 2s")
+	flag.IntVar(&o.noise, "noise", 5000, "M: noise Leases in kube-node-lease renewed every 10s")
+	flag.IntVar(&o.transitions, "transitions", 100, "leader changes to time")
+	flag.IntVar(&o.stale, "stale", 50, "leases to let go stale")
+	flag.DurationVar(&o.steady, "steady", 60*time.Second, "length of each steady-state window")
+	flag.Parse()
+	if err := run(o); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[%s] %s\n", time.Now().Format("15:04:05.000"), fmt.Sprintf(format, args...))
+}
+
+// ---------------------------------------------------------------------------- load
+
+// lease is one Lease the generator keeps renewing.
+type lease struct {
+	mu      sync.Mutex
+	obj     *coordinationv1.Lease
+	paused  bool
+	lastAck time.Time
+}
+
+// generator renews its Leases, spread evenly over the period, from a few goroutines.
+type generator struct {
+	client   kubernetes.Interface
+	ns       string
+	leases   map[string]*lease
+	order    []string
+	period   time.Duration
+	renewals atomic.Int64
+	errors   atomic.Int64
+	paused   atomic.Bool
+}
+
+func newGenerator(ctx context.Context, client kubernetes.Interface, ns, prefix string, count int, labels map[string]string, period time.Duration) (*generator, error) {
+	g := &generator{client: client, ns: ns, leases: map[string]*lease{}, period: period}
+	names := make(chan int)
+	var mu sync.Mutex
+	var firstErr error
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range names {
+				name := fmt.Sprintf("%s-%d", prefix, i)
+				now := metav1.NewMicroTime(time.Now())
+				obj := &coordinationv1.Lease{
+					ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+					Spec: coordinationv1.LeaseSpec{
+						HolderIdentity: ptr.To(name + "-a"), LeaseDurationSeconds: ptr.To(int32(leaseSeconds)),
+						AcquireTime: &now, RenewTime: &now, LeaseTransitions: ptr.To(int32(0)),
+					},
+				}
+				created, err := client.CoordinationV1().Leases(ns).Create(ctx, obj, metav1.CreateOptions{})
+				if apierrors.IsAlreadyExists(err) {
+					created, err = client.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{})
+				}
+				mu.Lock()
+				if err != nil && firstErr == nil {
+					firstErr = err
+				}
+				if err == nil {
+					g.leases[name] = &lease{obj: created, lastAck: time.Now()}
+					g.order = append(g.order, name)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	for i := 0; i < count; i++ {
+		names <- i
+	}
+	close(names)
+	wg.Wait()
+	sort.Strings(g.order)
+	return g, firstErr
+}
+
+// update writes a change to one Lease (optimistically, re-reading on conflict) and returns
+// the instant the API server acknowledged it.
+func (g *generator) update(ctx context.Context, name string, change func(*coordinationv1.LeaseSpec)) (time.Time, error) {
+	l := g.leases[name]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return g.updateLocked(ctx, name, l, change)
+}
+
+// renew renews one Lease unless it was paused; the pause and the renewal exclude each
+// other, so a paused Lease's last acknowledged renewal is final.
+func (g *generator) renew(ctx context.Context, name string) (bool, error) {
+	l := g.leases[name]
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.paused {
+		return false, nil
+	}
+	_, err := g.updateLocked(ctx, name, l, renew)
+	return err == nil, err
+}
+
+func (g *generator) updateLocked(ctx context.Context, name string, l *lease, change func(*coordinationv1.LeaseSpec)) (time.Time, error) {
+	for attempt := 0; attempt < 5; attempt++ {
+		obj := l.obj.DeepCopy()
+		change(&obj.Spec)
+		updated, err := g.client.CoordinationV1().Leases(g.ns).Update(ctx, obj, metav1.UpdateOptions{})
+		if err == nil {
+			l.obj = updated
+			l.lastAck = time.Now()
+			return l.lastAck, nil
+		}
+		if !apierrors.IsConflict(err) {
+			return time.Time{}, err
+		}
+		fresh, err := g.client.CoordinationV1().Leases(g.ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return time.Time{}, err
+		}
+		l.obj = fresh
+	}
+	return time.Time{}, fmt.Errorf("%s: conflicts", name)
+}
+
+func renew(spec *coordinationv1.LeaseSpec) {
+	now := metav1.NewMicroTime(time.Now())
+	spec.RenewTime = &now
+}
+
+// run renews every Lease once per period, spread evenly, until ctx ends.
+func (g *generator) run(ctx context.Context, shards int) {
+	for s := 0; s < shards; s++ {
+		go func(shard int) {
+			var mine []string
+			for i, name := range g.order {
+				if i%shards == shard {
+					mine = append(mine, name)
+				}
+			}
+			if len(mine) == 0 {
+				return
+			}
+			gap := g.period / time.Duration(len(mine))
+			next := time.Now().Add(time.Duration(rand.Int63n(int64(gap) + 1)))
+			for {
+				for _, name := range mine {
+					select {
+					case <-ctx.Done():
+						return
+					case <-time.After(time.Until(next)):
+					}
+					next = next.Add(gap)
+					if g.paused.Load() {
+						continue
+					}
+					if renewed, err := g.renew(ctx, name); err != nil {
+						g.errors.Add(1)
+					} else if renewed {
+						g.renewals.Add(1)
+					}
+				}
+			}
+		}(s)
+	}
+}
+
+// ---------------------------------------------------------------------------- processes
+
+type process struct {
+	cmd  *exec.Cmd
+	name string
+}
+
+func start(name, binary string, env []string, args ...string) (*process, error) {
+	cmd := exec.Command(binary, args...)
+	cmd.Env = append(os.Environ(), env...)
+	logs := filepath.Join("e2e/.cluster/logs", "bench-"+name+".log")
+	file, err := os.Create(logs)
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stdout, cmd.Stderr = file, file
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	return &process{cmd: cmd, name: name}, cmd.Start()
+}
+
+func (p *process) stop() {
+	_ = p.cmd.Process.Kill()
+	_, _ = p.cmd.Process.Wait()
+}
+
+// memory returns the resident set size and its peak, in MiB.
+func (p *process) memory() (rss, peak float64) {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", p.cmd.Process.Pid))
+	for _, line := range strings.Split(string(data), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseFloat(fields[1], 64)
+		switch fields[0] {
+		case "VmRSS:":
+			rss = kb / 1024
+		case "VmHWM:":
+			peak = kb / 1024
+		}
+	}
+	return rss, peak
+}
+
+// cpu returns user+system CPU seconds used so far.
+func (p *process) cpu() float64 {
+	data, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+	stat := string(data)
+	// After the command name, in parentheses: state, ppid, ..., utime (12th), stime (13th).
+	fields := strings.Fields(stat[strings.LastIndexByte(stat, ')')+1:])
+	if len(fields) < 13 {
+		return 0
+	}
+	utime, _ := strconv.ParseFloat(fields[11], 64)
+	stime, _ := strconv.ParseFloat(fields[12], 64)
+	return (utime + stime) / 100 // USER_HZ
+}
+
+func scrape(port int, series string) float64 {
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		return -1
+	}
+	defer resp.Body.Close()
+	scanner := bufio.NewScanner(resp.Body)
+	scanner.Buffer(make([]byte, 1<<20), 1<<24)
+	for scanner.Scan() {
+		if rest, ok := strings.CutPrefix(scanner.Text(), series+" "); ok {
+			v, _ := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+			return v
+		}
+	}
+	return 0
+}
+
+// auditedRequests counts the requests a user completed in [from, to), from the audit log.
+func auditedRequests(path, user string, from, to time.Time) int {
+	file, err := os.Open(path)
+	if err != nil {
+		return -1
+	}
+	defer file.Close()
+	scanner := bufio.NewScanner(file)
+	scanner.Buffer(make([]byte, 1<<20), 1<<24)
+	count := 0
+	for scanner.Scan() {
+		var entry struct {
+			Stage string `json:"stage"`
+			User  struct {
+				Username string `json:"username"`
+			} `json:"user"`
+			StageTimestamp time.Time `json:"stageTimestamp"`
+		}
+		if json.Unmarshal(scanner.Bytes(), &entry) != nil || entry.User.Username != user {
+			continue
+		}
+		if entry.Stage == "ResponseComplete" && !entry.StageTimestamp.Before(from) && entry.StageTimestamp.Before(to) {
+			count++
+		}
+	}
+	return count
+}
+
+// ---------------------------------------------------------------------------- run
+
+type result struct {
+	n, m                                        int
+	readyIn                                     time.Duration
+	floor, event, status, stale                 []time.Duration
+	rssSteady, rssPeak, cpuPerMin, cpuNoNoise   float64
+	apiPerSec, writesPerRenewal                 float64
+	renewals                                    int64
+	ksmRSS, ksmPeak, ksmCPU                     float64
+	ksm                                         bool
+	transitionsMissed, staleMissed, renewErrors int64
+}
+
+func run(o options) error {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	config, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	if err != nil {
+		return err
+	}
+	config.QPS, config.Burst = 5000, 10000
+	client := kubernetes.NewForConfigOrDie(config)
+	dyn := dynamic.NewForConfigOrDie(config)
+	ns := fmt.Sprintf("bench-%d", o.policies)
+	r := result{n: o.policies, m: o.noise, ksm: o.ksmBinary != ""}
+
+	logf("setting up: %d policies with Leases in %s, %d noise Leases in kube-node-lease", o.policies, ns, o.noise)
+	_ = client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
+	waitGone(ctx, client, ns)
+	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	defer func() {
+		_ = client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
+		_ = client.CoordinationV1().Leases("kube-node-lease").DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "election-bench=noise"})
+	}()
+	apps, err := newGenerator(ctx, client, ns, "app", o.policies, nil, renewEvery)
+	if err != nil {
+		return fmt.Errorf("creating leases: %w", err)
+	}
+	noise, err := newGenerator(ctx, client, "kube-node-lease", "node", o.noise, map[string]string{"election-bench": "noise"}, noiseRenewEvery)
+	if err != nil {
+		return fmt.Errorf("creating noise leases: %w", err)
+	}
+	if err := createPolicies(ctx, dyn, ns, apps.order); err != nil {
+		return err
+	}
+	apps.run(ctx, 16)
+	noise.run(ctx, 16)
+
+	// A bare watch on the same Leases: the floor.
+	floorSeen := newSightings()
+	go watchLeases(ctx, client, ns, floorSeen)
+	// The policies' status, as a user's watch sees it.
+	statusSeen := newSightings()
+	go watchPolicies(ctx, dyn, ns, statusSeen)
+
+	kubeconfig, err := operatorKubeconfig(ctx, client, config)
+	if err != nil {
+		return err
+	}
+	metricsPort := 18180 + o.policies%100
+	logf("starting the operator")
+	started := time.Now()
+	operator, err := start("operator", o.operatorBinary, []string{"KUBECONFIG=" + kubeconfig, "RUST_LOG=info"},
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", metricsPort+1000))
+	if err != nil {
+		return err
+	}
+	defer operator.stop()
+	if err := waitHealthy(ctx, dyn, ns, o.policies, 5*time.Minute); err != nil {
+		return err
+	}
+	r.readyIn = time.Since(started)
+	_, r.rssPeak = operator.memory()
+	logf("all %d policies Healthy after %s", o.policies, r.readyIn.Round(time.Millisecond))
+
+	var ksm *process
+	if r.ksm {
+		ksm, err = start("kube-state-metrics", o.ksmBinary, nil, "--kubeconfig="+o.kubeconfig, "--resources=leases",
+			"--port=18480", "--telemetry-port=18481", "--host=127.0.0.1", "--telemetry-host=127.0.0.1")
+		if err != nil {
+			return err
+		}
+		defer ksm.stop()
+		waitHTTP("http://127.0.0.1:18480/metrics", time.Minute)
+		_, r.ksmPeak = ksm.memory()
+	}
+
+	logf("steady state with noise: %s", o.steady)
+	user := fmt.Sprintf("system:serviceaccount:%s:%s", operatorNS, operatorAccount)
+	cpu0, writes0, renewals0 := operator.cpu(), scrape(metricsPort, "election_status_writes_total"), apps.renewals.Load()
+	var ksmCPU0 float64
+	if ksm != nil {
+		ksmCPU0 = ksm.cpu()
+	}
+	from := time.Now()
+	time.Sleep(o.steady)
+	to := time.Now()
+	minutes := to.Sub(from).Minutes()
+	r.cpuPerMin = (operator.cpu() - cpu0) / minutes
+	r.rssSteady, _ = operator.memory()
+	r.renewals = apps.renewals.Load() - renewals0
+	r.writesPerRenewal = (scrape(metricsPort, "election_status_writes_total") - writes0) / float64(max(r.renewals, 1))
+	r.apiPerSec = float64(auditedRequests(o.auditLog, user, from, to)) / to.Sub(from).Seconds()
+	if ksm != nil {
+		r.ksmCPU = (ksm.cpu() - ksmCPU0) / minutes
+		r.ksmRSS, r.ksmPeak = ksm.memory()
+		ksm.stop()
+		ksm = nil
+	}
+
+	logf("steady state without noise: %s", o.steady)
+	noise.paused.Store(true)
+	cpu0, from = operator.cpu(), time.Now()
+	time.Sleep(o.steady)
+	r.cpuNoNoise = (operator.cpu() - cpu0) / time.Since(from).Minutes()
+	noise.paused.Store(false)
+
+	logf("timing %d leader changes", o.transitions)
+	names := append([]string(nil), apps.order...)
+	rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
+	transitions := names[:min(o.transitions, len(names))]
+	acks := map[string]time.Time{}
+	for _, name := range transitions {
+		ack, err := apps.update(ctx, name, func(spec *coordinationv1.LeaseSpec) {
+			now := metav1.NewMicroTime(time.Now())
+			spec.HolderIdentity = ptr.To(name + "-b")
+			spec.AcquireTime, spec.RenewTime = &now, &now
+			spec.LeaseTransitions = ptr.To(*spec.LeaseTransitions + 1)
+		})
+		if err == nil {
+			acks[name] = ack
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(5 * time.Second)
+	changed := eventTimes(ctx, client, ns, "LeaderChanged")
+	for name, ack := range acks {
+		if t, ok := floorSeen.get(name, name+"-b"); ok {
+			r.floor = append(r.floor, t.Sub(ack))
+		}
+		if t, ok := changed[name]; ok {
+			r.event = append(r.event, t.Sub(ack))
+		} else {
+			r.transitionsMissed++
+		}
+		if t, ok := statusSeen.get(name, name+"-b"); ok {
+			r.status = append(r.status, t.Sub(ack))
+		}
+	}
+
+	logf("letting %d leases go stale", o.stale)
+	staleNames := names[len(transitions):min(len(transitions)+o.stale, len(names))]
+	deadlines := map[string]time.Time{}
+	for _, name := range staleNames {
+		l := apps.leases[name]
+		l.mu.Lock()
+		l.paused = true
+		deadlines[name] = l.lastAck.Add(leaseSeconds * time.Second)
+		l.mu.Unlock()
+	}
+	time.Sleep(leaseSeconds*time.Second + 5*time.Second)
+	staleEvents := eventTimes(ctx, client, ns, "LeaseStale")
+	for name, deadline := range deadlines {
+		if t, ok := staleEvents[name]; ok {
+			r.stale = append(r.stale, t.Sub(deadline))
+		} else {
+			r.staleMissed++
+		}
+	}
+	r.renewErrors = apps.errors.Load() + noise.errors.Load()
+	table := r.markdown()
+	fmt.Println(table)
+	if o.out != "" {
+		f, err := os.OpenFile(o.out, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		fmt.Fprintln(f, table)
+	}
+	return nil
+}
+
+func createPolicies(ctx context.Context, dyn dynamic.Interface, ns string, names []string) error {
+	work := make(chan string)
+	errs := make(chan error, len(names))
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for name := range work {
+				policy := &unstructured.Unstructured{Object: map[string]any{
+					"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy",
+					"metadata": map[string]any{"name": name, "namespace": ns},
+					"spec": map[string]any{
+						"selector":  map[string]any{"matchLabels": map[string]any{"app": name}},
+						"lock":      map[string]any{"name": name},
+						"injection": map[string]any{"mode": "None"},
+					},
+				}}
+				if _, err := dyn.Resource(policyGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
+					errs <- err
+				}
+			}
+		}()
+	}
+	for _, name := range names {
+		work <- name
+	}
+	close(work)
+	wg.Wait()
+	close(errs)
+	return <-errs
+}
+
+// operatorKubeconfig runs the operator as a ServiceAccount in election-system, whose
+// requests the local API server audits: that is how its API request rate is counted.
+func operatorKubeconfig(ctx context.Context, client kubernetes.Interface, admin *rest.Config) (string, error) {
+	_, _ = client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: operatorNS}}, metav1.CreateOptions{})
+	_, _ = client.CoreV1().ServiceAccounts(operatorNS).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: operatorAccount}}, metav1.CreateOptions{})
+	_, _ = client.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: operatorAccount},
+		RoleRef:    rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
+		Subjects:   []rbacv1.Subject{{Kind: "ServiceAccount", Name: operatorAccount, Namespace: operatorNS}},
+	}, metav1.CreateOptions{})
+	request := &authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: ptr.To(int64(7200))}}
+	token, err := client.CoreV1().ServiceAccounts(operatorNS).CreateToken(ctx, operatorAccount, request, metav1.CreateOptions{})
+	if err != nil {
+		return "", err
+	}
+	path, _ := filepath.Abs("e2e/.cluster/bench-operator.kubeconfig")
+	content := fmt.Sprintf(`apiVersion: v1
+kind: Config
+clusters: [{name: local, cluster: {server: %q, certificate-authority: %q}}]
+users: [{name: bench, user: {token: %q}}]
+contexts: [{name: local, context: {cluster: local, user: bench}}]
+current-context: local
+`, admin.Host, admin.TLSClientConfig.CAFile, token.Status.Token)
+	return path, os.WriteFile(path, []byte(content), 0o600)
+}
+
+func waitGone(ctx context.Context, client kubernetes.Interface, ns string) {
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if _, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			return
+		}
+	}
+}
+
+func waitHealthy(ctx context.Context, dyn dynamic.Interface, ns string, count int, timeout time.Duration) error {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		list, err := dyn.Resource(policyGVR).Namespace(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			continue
+		}
+		healthy := 0
+		for _, item := range list.Items {
+			if state, _, _ := unstructured.NestedString(item.Object, "status", "state"); state == "Healthy" {
+				healthy++
+			}
+		}
+		if healthy == count {
+			return nil
+		}
+	}
+	return fmt.Errorf("not all %d policies became Healthy within %s", count, timeout)
+}
+
+func waitHTTP(url string, timeout time.Duration) {
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if resp, err := http.Get(url); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+	}
+}
+
+// sightings remembers when each (object, value) was first seen.
+type sightings struct {
+	mu   sync.Mutex
+	seen map[[2]string]time.Time
+}
+
+func newSightings() *sightings { return &sightings{seen: map[[2]string]time.Time{}} }
+
+func (s *sightings) saw(name, value string, at time.Time) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.seen[[2]string{name, value}]; !ok {
+		s.seen[[2]string{name, value}] = at
+	}
+}
+
+func (s *sightings) get(name, value string) (time.Time, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t, ok := s.seen[[2]string{name, value}]
+	return t, ok
+}
+
+func watchLeases(ctx context.Context, client kubernetes.Interface, ns string, seen *sightings) {
+	for ctx.Err() == nil {
+		w, err := client.CoordinationV1().Leases(ns).Watch(ctx, metav1.ListOptions{})
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		for event := range w.ResultChan() {
+			if lease, ok := event.Object.(*coordinationv1.Lease); ok && event.Type == watch.Modified && lease.Spec.HolderIdentity != nil {
+				seen.saw(lease.Name, *lease.Spec.HolderIdentity, time.Now())
+			}
+		}
+	}
+}
+
+func watchPolicies(ctx context.Context, dyn dynamic.Interface, ns string, seen *sightings) {
+	for ctx.Err() == nil {
+		w, err := dyn.Resource(policyGVR).Namespace(ns).Watch(ctx, metav1.ListOptions{})
+		if err != nil {
+			time.Sleep(time.Second)
+			continue
+		}
+		for event := range w.ResultChan() {
+			if item, ok := event.Object.(*unstructured.Unstructured); ok {
+				if leader, _, _ := unstructured.NestedString(item.Object, "status", "leader"); leader != "" {
+					seen.saw(item.GetName(), leader, time.Now())
+				}
+			}
+		}
+	}
+}
+
+// eventTimes returns, per policy, the eventTime of its first Event with this reason.
+func eventTimes(ctx context.Context, client kubernetes.Interface, ns, reason string) map[string]time.Time {
+	times := map[string]time.Time{}
+	list, err := client.EventsV1().Events(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return times
+	}
+	for _, e := range list.Items {
+		if e.Reason != reason || e.Regarding.Kind != "ElectionPolicy" {
+			continue
+		}
+		if t, ok := times[e.Regarding.Name]; !ok || e.EventTime.Time.Before(t) {
+			times[e.Regarding.Name] = e.EventTime.Time
+		}
+	}
+	return times
+}
+
+// ---------------------------------------------------------------------------- report
+
+func percentile(values []time.Duration, p float64) string {
+	if len(values) == 0 {
+		return "n/a"
+	}
+	sorted := append([]time.Duration(nil), values...)
+	sort.Slice(sorted, func(i, j int) bool { return sorted[i] < sorted[j] })
+	index := int(float64(len(sorted)-1) * p)
+	return fmt.Sprintf("%.1f ms", float64(sorted[index].Microseconds())/1000)
+}
+
+func (r result) markdown() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n### N = %d policies, M = %d noise Leases\n\n", r.n, r.m)
+	fmt.Fprintf(&b, "| measure | election-operator | floor / peer |\n|---|---|---|\n")
+	fmt.Fprintf(&b, "| transition → LeaderChanged Event, p50 / p99 | %s / %s | bare watch: %s / %s |\n",
+		percentile(r.event, .5), percentile(r.event, .99), percentile(r.floor, .5), percentile(r.floor, .99))
+	fmt.Fprintf(&b, "| transition → status.leader seen by a watch, p50 / p99 | %s / %s | |\n", percentile(r.status, .5), percentile(r.status, .99))
+	fmt.Fprintf(&b, "| deadline → LeaseStale Event, p50 / p99 | %s / %s | |\n", percentile(r.stale, .5), percentile(r.stale, .99))
+	ksm := func(v float64, unit string) string {
+		if !r.ksm {
+			return "(not run)"
+		}
+		return fmt.Sprintf("kube-state-metrics: %.1f %s", v, unit)
+	}
+	fmt.Fprintf(&b, "| RSS steady | %.1f MiB | %s |\n", r.rssSteady, ksm(r.ksmRSS, "MiB"))
+	fmt.Fprintf(&b, "| RSS peak (initial list) | %.1f MiB | %s |\n", r.rssPeak, ksm(r.ksmPeak, "MiB"))
+	fmt.Fprintf(&b, "| CPU seconds per minute (with noise) | %.2f (%.1f%% of a core) | %s |\n", r.cpuPerMin, r.cpuPerMin/60*100, ksm(r.ksmCPU, "s/min"))
+	noiseEffect := 0.0
+	if r.cpuNoNoise > 0 {
+		noiseEffect = (r.cpuPerMin - r.cpuNoNoise) / r.cpuNoNoise * 100
+	}
+	fmt.Fprintf(&b, "| CPU seconds per minute without noise | %.2f (noise adds %+.1f%%) | |\n", r.cpuNoNoise, noiseEffect)
+	fmt.Fprintf(&b, "| API requests per second made | %.2f | |\n", r.apiPerSec)
+	fmt.Fprintf(&b, "| status writes per plain renewal | %.4f (%d renewals) | |\n", r.writesPerRenewal, r.renewals)
+	fmt.Fprintf(&b, "| time to all policies Healthy from start | %s | |\n", r.readyIn.Round(time.Millisecond))
+	fmt.Fprintf(&b, "| samples | %d transitions (%d without Event), %d stale (%d without Event), %d renewal errors | |\n",
+		len(r.event), r.transitionsMissed, len(r.stale), r.staleMissed, r.renewErrors)
+	return b.String()
+}
