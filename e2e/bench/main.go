@@ -396,8 +396,10 @@ func run(o options) error {
 	if err := createPolicies(ctx, dyn, ns, apps.order); err != nil {
 		return err
 	}
-	apps.run(ctx, 16)
-	noise.run(ctx, 16)
+	// Enough concurrent renewers that the API server's latency, not their number, sets the
+	// pace: each Update takes milliseconds, more under load.
+	apps.run(ctx, 128)
+	noise.run(ctx, 64)
 
 	// A bare watch on the same Leases: the floor.
 	floorSeen := newSightings()
@@ -471,7 +473,8 @@ func run(o options) error {
 	logf("timing %d leader changes", o.transitions)
 	names := append([]string(nil), apps.order...)
 	rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
-	transitions := names[:min(o.transitions, len(names))]
+	// Leases that change leader and leases that go stale are disjoint.
+	transitions := names[:max(0, min(o.transitions, len(names)-o.stale))]
 	acks := map[string]time.Time{}
 	for _, name := range transitions {
 		ack, err := apps.update(ctx, name, func(spec *coordinationv1.LeaseSpec) {

@@ -557,3 +557,94 @@ pub async fn compact_etcd() -> u64 {
     post("/v3/kv/compaction", &format!(r#"{{"revision":"{revision}","physical":true}}"#));
     revision
 }
+
+/// An app under test: a Deployment (Recreate, since with no kubelet a rolling update stops
+/// at its first new Pod) and the ElectionPolicy that configures it, with the configuration
+/// its Pods received and their names, which the electors play.
+pub struct App {
+    pub namespace: String,
+    pub name: String,
+    /// Injected LEADER_ELECTION_* values (the identity aside).
+    pub env: Vec<(String, String)>,
+    pub pods: Vec<String>,
+}
+
+/// Creates the Deployment `name` (label app=NAME) and its policy; `spec` fields are added
+/// to the policy's spec (timings, lock type, injection, detection...).
+pub fn create_app_objects(namespace: &str, name: &str, replicas: usize, spec: Value) {
+    let deployment = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {"app": name}},
+        "spec": {
+            "replicas": replicas, "strategy": {"type": "Recreate"},
+            "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}},
+        },
+    });
+    let mut policy_spec = serde_json::json!({"selector": {"matchLabels": {"app": name}}, "lock": {"name": name}});
+    for (k, v) in spec.as_object().into_iter().flatten() {
+        policy_spec[k] = v.clone();
+    }
+    let policy = serde_json::json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": name}, "spec": policy_spec});
+    kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&deployment.to_string()));
+    kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&policy.to_string()));
+}
+
+impl App {
+    /// Creates the app and waits until its Pods carry the injected configuration.
+    pub async fn create(client: &Client, namespace: &str, name: &str, replicas: usize, spec: Value) -> App {
+        create_app_objects(namespace, name, replicas, spec);
+        let env = wait_for("the injected configuration", Duration::from_secs(60), || async {
+            let env = injected_env(&get_deployment(client, namespace, name).await, 0);
+            (!env.is_empty()).then_some(env)
+        })
+        .await;
+        let api: kube::Api<k8s_openapi::api::core::v1::Pod> = kube::Api::namespaced(client.clone(), namespace);
+        let pods = wait_for("the Pods of the configured template", Duration::from_secs(60), || async {
+            let list = api.list(&kube::api::ListParams::default().labels(&format!("app={name}"))).await.ok()?;
+            let configured: Vec<String> = list
+                .items
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+                .filter(|p| serde_json::to_string(&p.spec).unwrap_or_default().contains("LEADER_ELECTION_LOCK_NAME"))
+                .filter_map(|p| p.metadata.name.clone())
+                .collect();
+            (configured.len() == replicas).then_some(configured)
+        })
+        .await;
+        App { namespace: namespace.into(), name: name.into(), env, pods }
+    }
+
+    /// An elector playing Pod `pod`, with the injected configuration.
+    pub fn elector(&self, build: ElectorBuild, pod: usize, args: &[&str]) -> Elector {
+        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+        Elector::spawn(build, &self.pods[pod], &self.env, &args)
+    }
+
+    /// Waits until the policy reports a leader in `state`, and returns it.
+    pub async fn leader(&self, client: &Client, state: election_operator::api::PolicyState) -> String {
+        let policy = wait_policy(
+            client,
+            &self.namespace,
+            &self.name,
+            &format!("a leader, {state:?}"),
+            Duration::from_secs(60),
+            |p| p.status.as_ref().is_some_and(|s| !s.leader.is_empty() && s.state == Some(state)),
+        )
+        .await;
+        policy.status.map(|s| s.leader).unwrap_or_default()
+    }
+
+    /// The exact series of a per-policy metric for this app's policy.
+    pub fn series(&self, metric: &str) -> String {
+        format!(r#"{metric}{{namespace="{}",policy="{}"}}"#, self.namespace, self.name)
+    }
+}
+
+/// Starts an operator with the admin kubeconfig and waits until it is ready.
+pub async fn started_operator(args: &[&str]) -> Operator {
+    let operator = Operator::start(args);
+    operator.wait_ready(Duration::from_secs(60)).await;
+    operator
+}

@@ -5,8 +5,8 @@
 use std::time::Duration;
 
 use election_e2e::{
-    Elector, ElectorBuild, Operator, TestNamespace, admin_client, condition, get_deployment, injected_env, kubectl_ok,
-    sample, wait_for, wait_policy, wait_policy_event,
+    App, Elector, ElectorBuild, Operator, TestNamespace, admin_client, condition, kubectl_ok, sample, started_operator,
+    wait_for, wait_policy, wait_policy_event,
 };
 use election_operator::api::PolicyState;
 use k8s_openapi::api::core::v1::Pod;
@@ -15,79 +15,13 @@ use serde_json::{Value, json};
 
 const SETTLE: Duration = Duration::from_secs(30);
 
-struct App {
-    namespace: String,
-    name: String,
-    env: Vec<(String, String)>,
-    pods: Vec<String>,
-}
-
-/// A Deployment with `replicas` Pods configured by a policy with short timings (and
-/// `extra` spec fields).
+/// The app `name` with short timings (4s/3s/500ms) and `extra` spec fields.
 async fn app(client: &Client, namespace: &str, name: &str, replicas: usize, extra: Value) -> App {
-    let deployment = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas, "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}},
-        },
-    });
-    let mut spec = json!({
-        "selector": {"matchLabels": {"app": name}}, "lock": {"name": name},
-        "leaseDuration": "4s", "renewDeadline": "3s", "retryPeriod": "500ms",
-    });
+    let mut spec = json!({"leaseDuration": "4s", "renewDeadline": "3s", "retryPeriod": "500ms"});
     for (k, v) in extra.as_object().unwrap() {
         spec[k] = v.clone();
     }
-    let policy = json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": name}, "spec": spec});
-    kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&deployment.to_string()));
-    kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&policy.to_string()));
-    let env = wait_for("the injected configuration", SETTLE, || async {
-        let env = injected_env(&get_deployment(client, namespace, name).await, 0);
-        (!env.is_empty()).then_some(env)
-    })
-    .await;
-    let pods = configured_pods(client, namespace, name, replicas).await;
-    App { namespace: namespace.into(), name: name.into(), env, pods }
-}
-
-async fn configured_pods(client: &Client, namespace: &str, name: &str, count: usize) -> Vec<String> {
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    wait_for("Pods of the configured template", SETTLE, || async {
-        let list = pods.list(&ListParams::default().labels(&format!("app={name}"))).await.ok()?;
-        let configured: Vec<String> = list
-            .items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| serde_json::to_string(&p.spec).unwrap().contains("LEADER_ELECTION_LOCK_NAME"))
-            .filter_map(|p| p.metadata.name.clone())
-            .collect();
-        (configured.len() == count).then_some(configured)
-    })
-    .await
-}
-
-async fn started_operator(args: &[&str]) -> Operator {
-    let operator = Operator::start(args);
-    operator.wait_ready(Duration::from_secs(60)).await;
-    operator
-}
-
-async fn leader(client: &Client, app: &App) -> String {
-    wait_policy(client, &app.namespace, &app.name, "a healthy leader", SETTLE, |p| {
-        p.status.as_ref().is_some_and(|s| !s.leader.is_empty() && s.state == Some(PolicyState::Healthy))
-    })
-    .await
-    .status
-    .unwrap()
-    .leader
-}
-
-fn series(name: &str, app: &App) -> String {
-    format!(r#"{name}{{namespace="{}",policy="{}"}}"#, app.namespace, app.name)
+    App::create(client, namespace, name, replicas, spec).await
 }
 
 async fn wait_metric(operator: &Operator, series: &str, value: f64) {
@@ -104,24 +38,24 @@ async fn metrics_follow_a_stale_episode_and_renewals_slow_warns_first() {
     let client = admin_client().await;
     let app = app(&client, &ns.name, "metered", 1, json!({})).await;
     let elector = Elector::spawn(ElectorBuild::Current, &app.pods[0], &app.env, &[]);
-    let holder = leader(&client, &app).await;
+    let holder = app.leader(&client, PolicyState::Healthy).await;
 
     let text = operator.metrics().await;
-    assert_eq!(sample(&text, &series("election_lease_stale", &app)), Some(0.0));
+    assert_eq!(sample(&text, &app.series("election_lease_stale")), Some(0.0));
     let info = format!(
         r#"election_leader_info{{namespace="{}",policy="{}",leader="{holder}",lock="leases/{}/{}"}}"#,
         app.namespace, app.name, app.namespace, app.name
     );
     assert_eq!(sample(&text, &info), Some(1.0), "{text}");
-    let age = sample(&text, &series("election_last_renewal_age_seconds", &app)).unwrap();
+    let age = sample(&text, &app.series("election_last_renewal_age_seconds")).unwrap();
     assert!(age < 2.0, "last renewal {age}s ago");
 
     elector.signal("STOP");
     // The early warning (default: half of renewDeadline) comes before staleness.
     wait_policy_event(&client, &ns.name, &app.name, "RenewalsSlow", &holder, SETTLE).await;
-    wait_metric(&operator, &series("election_lease_stale", &app), 1.0).await;
+    wait_metric(&operator, &app.series("election_lease_stale"), 1.0).await;
     let text = operator.metrics().await;
-    let margin = sample(&text, &series("election_lease_expiry_margin_seconds", &app));
+    let margin = sample(&text, &app.series("election_lease_expiry_margin_seconds"));
     assert!(margin.is_none(), "no expiry margin once stale: {margin:?}");
     let events = election_e2e::policy_events(&client, &ns.name, &app.name).await;
     let order = client_events_order(&client, &ns.name, &app.name).await;
@@ -132,7 +66,7 @@ async fn metrics_follow_a_stale_episode_and_renewals_slow_warns_first() {
     assert_eq!(order, ["LeaderElected", "RenewalsSlow", "LeaseStale"], "{detail:#?}");
 
     elector.signal("CONT");
-    wait_metric(&operator, &series("election_lease_stale", &app), 0.0).await;
+    wait_metric(&operator, &app.series("election_lease_stale"), 0.0).await;
     wait_policy_event(&client, &ns.name, &app.name, "LeaseRecovered", &holder, SETTLE).await;
 }
 
@@ -152,8 +86,8 @@ async fn a_holder_whose_pod_was_deleted_is_reported() {
     let client = admin_client().await;
     let app = app(&client, &ns.name, "orphan", 1, json!({})).await;
     let _elector = Elector::spawn(ElectorBuild::Current, &app.pods[0], &app.env, &[]);
-    let holder = leader(&client, &app).await;
-    assert_eq!(sample(&operator.metrics().await, &series("election_holder_not_found", &app)), Some(0.0));
+    let holder = app.leader(&client, PolicyState::Healthy).await;
+    assert_eq!(sample(&operator.metrics().await, &app.series("election_holder_not_found")), Some(0.0));
 
     // The Pod goes (its replacement has another name) but the process keeps the lock.
     kubectl_ok(&["-n", &ns.name, "delete", "pod", &holder, "--grace-period=0", "--force"], None);
@@ -165,7 +99,7 @@ async fn a_holder_whose_pod_was_deleted_is_reported() {
     let (status, _, message) = condition(&policy, "LeaderHealthy").unwrap();
     assert_eq!(status, "False");
     assert!(message.contains("orphan"), "{message}");
-    wait_metric(&operator, &series("election_holder_not_found", &app), 1.0).await;
+    wait_metric(&operator, &app.series("election_holder_not_found"), 1.0).await;
 }
 
 #[tokio::test]
@@ -180,7 +114,7 @@ async fn leaders_killed_in_a_loop_are_reported_as_flapping() {
         app.pods.iter().map(|pod| Elector::spawn(ElectorBuild::Current, pod, &app.env, &[])).collect();
     let mut killed = 0;
     while killed < 3 {
-        let holder = leader(&client, &app).await;
+        let holder = app.leader(&client, PolicyState::Healthy).await;
         let index = electors.iter().position(|e| e.identity == holder).unwrap();
         let mut dead = electors.remove(index);
         dead.kill();
@@ -201,8 +135,8 @@ async fn leaders_killed_in_a_loop_are_reported_as_flapping() {
     })
     .await;
     assert_eq!(condition(&policy, "LeaderHealthy").unwrap().0, "False");
-    wait_metric(&operator, &series("election_leader_flapping", &app), 1.0).await;
-    let transitions = sample(&operator.metrics().await, &series("election_leader_transitions_total", &app)).unwrap();
+    wait_metric(&operator, &app.series("election_leader_flapping"), 1.0).await;
+    let transitions = sample(&operator.metrics().await, &app.series("election_leader_transitions_total")).unwrap();
     assert!(transitions >= 3.0, "{transitions}");
 }
 
@@ -219,7 +153,7 @@ async fn the_leader_label_moves_with_the_leader() {
         let list = pods.list(&ListParams::default().labels("election.dev/leader=true")).await.unwrap();
         list.items.into_iter().filter_map(|p| p.metadata.name).collect::<Vec<_>>()
     };
-    let first = leader(&client, &app).await;
+    let first = app.leader(&client, PolicyState::Healthy).await;
     wait_for("the leader's Pod to be labelled", SETTLE, || async {
         (labelled().await == [first.clone()]).then_some(())
     })

@@ -9,9 +9,9 @@
 use std::time::{Duration, Instant};
 
 use election_e2e::{
-    Elector, ElectorBuild, Operator, Stopped, TestNamespace, admin_client, audited_requests, compact_etcd, condition,
-    count_policy_events, get_deployment, get_policy, injected_env, kubectl, kubectl_ok, policy_events, sample,
-    service_account_kubeconfig, wait_for, wait_policy, wait_policy_event,
+    App, Elector, ElectorBuild, Operator, Stopped, TestNamespace, admin_client, audited_requests, compact_etcd,
+    condition, count_policy_events, create_app_objects, get_deployment, get_policy, injected_env, kubectl, kubectl_ok,
+    policy_events, sample, service_account_kubeconfig, started_operator, wait_for, wait_policy, wait_policy_event,
 };
 use election_operator::api::PolicyState;
 use futures::FutureExt;
@@ -21,81 +21,10 @@ use serde_json::{Value, json};
 
 const SETTLE: Duration = Duration::from_secs(60);
 
-struct App {
-    namespace: String,
-    name: String,
-    env: Vec<(String, String)>,
-    pods: Vec<String>,
-}
-
-/// A Deployment with a policy of the given timings; returns once its Pods carry the
-/// configuration.
+/// The app `name` with the given (leaseDuration, renewDeadline, retryPeriod).
 async fn app(client: &Client, namespace: &str, name: &str, replicas: usize, timings: (&str, &str, &str)) -> App {
-    create_app_objects(
-        namespace,
-        name,
-        replicas,
-        json!({"leaseDuration": timings.0, "renewDeadline": timings.1, "retryPeriod": timings.2}),
-    );
-    let env = wait_for("the injected configuration", SETTLE, || async {
-        let env = injected_env(&get_deployment(client, namespace, name).await, 0);
-        (!env.is_empty()).then_some(env)
-    })
-    .await;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-    let pods = wait_for("the configured Pods", SETTLE, || async {
-        let list = pods.list(&ListParams::default().labels(&format!("app={name}"))).await.ok()?;
-        let names: Vec<String> = list
-            .items
-            .iter()
-            .filter(|p| p.metadata.deletion_timestamp.is_none())
-            .filter(|p| serde_json::to_string(&p.spec).unwrap().contains("LEADER_ELECTION_LOCK_NAME"))
-            .filter_map(|p| p.metadata.name.clone())
-            .collect();
-        (names.len() == replicas).then_some(names)
-    })
-    .await;
-    App { namespace: namespace.into(), name: name.into(), env, pods }
-}
-
-fn create_app_objects(namespace: &str, name: &str, replicas: usize, spec_extra: Value) {
-    let deployment = json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas, "strategy": {"type": "Recreate"},
-            "selector": {"matchLabels": {"app": name}},
-            "template": {"metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}},
-        },
-    });
-    let mut spec = json!({"selector": {"matchLabels": {"app": name}}, "lock": {"name": name}});
-    for (k, v) in spec_extra.as_object().unwrap() {
-        spec[k] = v.clone();
-    }
-    let policy = json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": name}, "spec": spec});
-    kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&deployment.to_string()));
-    kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&policy.to_string()));
-}
-
-async fn started_operator(args: &[&str]) -> Operator {
-    let operator = Operator::start(args);
-    operator.wait_ready(Duration::from_secs(60)).await;
-    operator
-}
-
-async fn healthy_leader(client: &Client, app: &App) -> String {
-    wait_policy(client, &app.namespace, &app.name, "a healthy leader", SETTLE, |p| {
-        p.status.as_ref().is_some_and(|s| !s.leader.is_empty() && s.state == Some(PolicyState::Healthy))
-    })
-    .await
-    .status
-    .unwrap()
-    .leader
-}
-
-fn series(name: &str, app: &App) -> String {
-    format!(r#"{name}{{namespace="{}",policy="{}"}}"#, app.namespace, app.name)
+    let spec = json!({"leaseDuration": timings.0, "renewDeadline": timings.1, "retryPeriod": timings.2});
+    App::create(client, namespace, name, replicas, spec).await
 }
 
 /// Keeps a component down for `outage`, checking the whole time that the operator still
@@ -113,14 +42,14 @@ async fn outage(
     let mut short_unobservable = false;
     while Instant::now() < until {
         let text = operator.metrics().await;
-        let stale = sample(&text, &series("election_lease_stale", long));
+        let stale = sample(&text, &long.series("election_lease_stale"));
         assert_eq!(
             stale,
             Some(0.0),
             "stale while the API was away:\n{}",
             text.lines().filter(|l| l.contains("stale")).collect::<Vec<_>>().join("\n")
         );
-        short_unobservable |= sample(&text, &series("election_lease_unobservable", short)) == Some(1.0);
+        short_unobservable |= sample(&text, &short.series("election_lease_unobservable")) == Some(1.0);
         assert!(operator.is_running(), "the operator exited while {component} was down");
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -140,8 +69,8 @@ async fn api_server_and_etcd_outages_are_blindness_not_staleness_and_recovery_is
     let _long_electors: Vec<Elector> =
         long.pods.iter().map(|p| Elector::spawn(ElectorBuild::Current, p, &long.env, &[])).collect();
     let _short_elector = Elector::spawn(ElectorBuild::Current, &short.pods[0], &short.env, &[]);
-    let long_leader = healthy_leader(&client, &long).await;
-    healthy_leader(&client, &short).await;
+    let long_leader = long.leader(&client, PolicyState::Healthy).await;
+    short.leader(&client, PolicyState::Healthy).await;
     // A lock the test writes itself, to time how soon the operator sees changes again.
     let probe_policy = json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": "probe"},
         "spec": {"selector": {"matchLabels": {"app": "probe"}}, "lock": {"name": "probe"}, "leaseDuration": "600s", "renewDeadline": "500s", "injection": {"mode": "None"}}});
@@ -249,7 +178,7 @@ async fn compacted_watch_history_makes_the_operator_list_again_and_get_it_right(
     let app = app(&client, &ns.name, "compacted", 2, ("6s", "4s", "1s")).await;
     let mut electors: Vec<Elector> =
         app.pods.iter().map(|p| Elector::spawn(ElectorBuild::Current, p, &app.env, &[])).collect();
-    let first = healthy_leader(&client, &app).await;
+    let first = app.leader(&client, PolicyState::Healthy).await;
 
     let restarts_before =
         sample(&operator.metrics().await, r#"election_watch_restarts_total{resource="leases"}"#).unwrap_or(0.0);
@@ -270,7 +199,7 @@ async fn compacted_watch_history_makes_the_operator_list_again_and_get_it_right(
     operator.signal("CONT");
 
     wait_policy_event(&client, &ns.name, "compacted", "LeaderChanged", &format!("{first} -> {second}"), SETTLE).await;
-    assert_eq!(healthy_leader(&client, &app).await, second);
+    assert_eq!(app.leader(&client, PolicyState::Healthy).await, second);
     assert_eq!(count_policy_events(&client, &ns.name, "compacted", "LeaderChanged").await, 1);
     let restarts =
         sample(&operator.metrics().await, r#"election_watch_restarts_total{resource="leases"}"#).unwrap_or(0.0);

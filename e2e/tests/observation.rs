@@ -4,13 +4,13 @@
 use std::time::{Duration, Instant};
 
 use election_e2e::{
-    Elector, ElectorBuild, Operator, TestNamespace, admin_client, condition, count_policy_events, get_deployment,
-    injected_env, kubectl, kubectl_ok, policy_events, sample, wait_for, wait_policy, wait_policy_event,
+    App, Elector, ElectorBuild, TestNamespace, admin_client, condition, count_policy_events, kubectl, kubectl_ok,
+    policy_events, sample, started_operator, wait_for, wait_policy, wait_policy_event,
 };
 use election_operator::api::PolicyState;
 use jiff::Timestamp;
-use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
-use kube::{Api, Client, api::ListParams};
+use k8s_openapi::api::coordination::v1::Lease;
+use kube::{Api, Client};
 use serde_json::json;
 
 /// Short timings, so that a lease goes stale in seconds.
@@ -18,79 +18,13 @@ const LEASE: Duration = Duration::from_secs(6);
 const TIMINGS: (&str, &str, &str) = ("6s", "4s", "1s");
 const SETTLE: Duration = Duration::from_secs(30);
 
-/// A Deployment and the policy that configures it, with its Pods' injected settings.
-struct App {
-    namespace: String,
-    name: String,
-    /// Injected LEADER_ELECTION_* values (identity aside).
-    env: Vec<(String, String)>,
-    /// Names of the Pods that carry them: the identities electors play.
-    pods: Vec<String>,
-}
-
-impl App {
-    async fn create(client: &Client, namespace: &str, name: &str, lock_type: &str, replicas: usize) -> App {
-        let deployment = json!({
-            "apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, "labels": {"app": name}},
-            "spec": {
-                "replicas": replicas,
-                // Recreate: with no kubelet a rolling update would stall after one new Pod.
-                "strategy": {"type": "Recreate"},
-                "selector": {"matchLabels": {"app": name}},
-                "template": {"metadata": {"labels": {"app": name}},
-                    "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}},
-            },
-        });
-        let policy = json!({
-            "apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": name},
-            "spec": {
-                "selector": {"matchLabels": {"app": name}},
-                "lock": {"name": name, "type": lock_type},
-                "leaseDuration": TIMINGS.0, "renewDeadline": TIMINGS.1, "retryPeriod": TIMINGS.2,
-            },
-        });
-        kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&deployment.to_string()));
-        kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&policy.to_string()));
-        let env = wait_for("the injected configuration", SETTLE, || async {
-            let env = injected_env(&get_deployment(client, namespace, name).await, 0);
-            (!env.is_empty()).then_some(env)
-        })
-        .await;
-        let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
-        let pods = wait_for("Pods of the configured template", SETTLE, || async {
-            let list = pods.list(&ListParams::default().labels(&format!("app={name}"))).await.ok()?;
-            let configured: Vec<String> = list
-                .items
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-                .filter(|p| serde_json::to_string(&p.spec).unwrap().contains("LEADER_ELECTION_LOCK_NAME"))
-                .filter_map(|p| p.metadata.name.clone())
-                .collect();
-            (configured.len() == replicas).then_some(configured)
-        })
-        .await;
-        App { namespace: namespace.into(), name: name.into(), env, pods }
-    }
-
-    fn elector(&self, build: ElectorBuild, pod: usize, args: &[&str]) -> Elector {
-        let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
-        Elector::spawn(build, &self.pods[pod], &self.env, &args)
-    }
-}
-
-async fn started_operator(args: &[&str]) -> Operator {
-    let operator = Operator::start(args);
-    operator.wait_ready(Duration::from_secs(60)).await;
-    operator
-}
-
-async fn wait_leader(client: &Client, app: &App, state: PolicyState) -> String {
-    let policy = wait_policy(client, &app.namespace, &app.name, &format!("a leader, {state:?}"), SETTLE, |p| {
-        p.status.as_ref().is_some_and(|s| !s.leader.is_empty() && s.state == Some(state))
-    })
-    .await;
-    policy.status.unwrap().leader
+/// The app `name`, with the short timings and a lock of `lock_type`.
+async fn app(client: &Client, namespace: &str, name: &str, lock_type: &str, replicas: usize) -> App {
+    let spec = json!({
+        "lock": {"name": name, "type": lock_type},
+        "leaseDuration": TIMINGS.0, "renewDeadline": TIMINGS.1, "retryPeriod": TIMINGS.2,
+    });
+    App::create(client, namespace, name, replicas, spec).await
 }
 
 async fn lease_renew_time(client: &Client, namespace: &str, name: &str) -> Option<Timestamp> {
@@ -103,10 +37,10 @@ async fn the_leader_is_shown_and_a_killed_leader_is_replaced() {
     let ns = TestNamespace::new("leader");
     let operator = started_operator(&[]).await;
     let client = admin_client().await;
-    let app = App::create(&client, &ns.name, "payments", "Lease", 3).await;
+    let app = app(&client, &ns.name, "payments", "Lease", 3).await;
     let mut electors: Vec<Elector> = (0..3).map(|i| app.elector(ElectorBuild::Current, i, &[])).collect();
 
-    let leader = wait_leader(&client, &app, PolicyState::Healthy).await;
+    let leader = app.leader(&client, PolicyState::Healthy).await;
     assert!(app.pods.contains(&leader));
     let table = kubectl_ok(&["get", "electionpolicies", "-n", &ns.name], None);
     let row = table.lines().nth(1).unwrap();
@@ -138,7 +72,7 @@ async fn the_leader_is_shown_and_a_killed_leader_is_replaced() {
     electors[index].kill();
     let changed =
         wait_policy_event(&client, &ns.name, "payments", "LeaderChanged", &format!("{leader} -> "), SETTLE).await;
-    let successor = wait_leader(&client, &app, PolicyState::Healthy).await;
+    let successor = app.leader(&client, PolicyState::Healthy).await;
     assert_ne!(successor, leader);
     assert!(changed.note.unwrap().contains(&format!("{leader} -> {successor}")));
     let policy = election_e2e::get_policy(&client, &ns.name, "payments").await.unwrap();
@@ -152,9 +86,9 @@ async fn a_stopped_leader_is_stale_within_a_second_of_its_deadline_and_a_new_one
     let ns = TestNamespace::new("stale");
     let _operator = started_operator(&[]).await;
     let client = admin_client().await;
-    let app = App::create(&client, &ns.name, "scheduler", "Lease", 2).await;
+    let app = app(&client, &ns.name, "scheduler", "Lease", 2).await;
     let frozen = app.elector(ElectorBuild::Current, 0, &[]);
-    let leader = wait_leader(&client, &app, PolicyState::Healthy).await;
+    let leader = app.leader(&client, PolicyState::Healthy).await;
     assert_eq!(leader, frozen.identity);
     // Stop it in steady state: after a renewal made once the operator was watching the
     // lock (a new lock is found by a probe, up to 500 ms after its creation).
@@ -195,7 +129,7 @@ async fn a_stopped_leader_is_stale_within_a_second_of_its_deadline_and_a_new_one
     let _successor = app.elector(ElectorBuild::Current, 1, &[]);
     wait_policy_event(&client, &ns.name, "scheduler", "LeaderChanged", &format!("{leader} -> {}", app.pods[1]), SETTLE)
         .await;
-    assert_eq!(wait_leader(&client, &app, PolicyState::Healthy).await, app.pods[1]);
+    assert_eq!(app.leader(&client, PolicyState::Healthy).await, app.pods[1]);
     assert_eq!(count_policy_events(&client, &ns.name, "scheduler", "LeaseRecovered").await, 0);
     frozen.signal("CONT");
 }
@@ -205,15 +139,15 @@ async fn the_same_holder_renewing_after_a_stale_spell_is_a_recovery() {
     let ns = TestNamespace::new("recover");
     let _operator = started_operator(&[]).await;
     let client = admin_client().await;
-    let app = App::create(&client, &ns.name, "batch", "Lease", 1).await;
+    let app = app(&client, &ns.name, "batch", "Lease", 1).await;
     let elector = app.elector(ElectorBuild::Current, 0, &[]);
-    let leader = wait_leader(&client, &app, PolicyState::Healthy).await;
+    let leader = app.leader(&client, PolicyState::Healthy).await;
     elector.signal("STOP");
     wait_policy_event(&client, &ns.name, "batch", "LeaseStale", &leader, LEASE + SETTLE).await;
     elector.signal("CONT");
     let recovered = wait_policy_event(&client, &ns.name, "batch", "LeaseRecovered", &leader, SETTLE).await;
     assert!(recovered.note.unwrap().contains("stale since"));
-    assert_eq!(wait_leader(&client, &app, PolicyState::Healthy).await, leader);
+    assert_eq!(app.leader(&client, PolicyState::Healthy).await, leader);
     let waited =
         kubectl(&["wait", "-n", &ns.name, "--for=condition=LeaderHealthy=true", "elp/batch", "--timeout=10s"], None);
     assert!(waited.status.success());
@@ -225,12 +159,12 @@ async fn legacy_endpoints_and_configmap_locks_are_observed() {
     let _operator = started_operator(&["--legacy-locks"]).await;
     let client = admin_client().await;
     for (lock_type, name) in [("Endpoints", "old-endpoints"), ("ConfigMap", "old-configmap")] {
-        let app = App::create(&client, &ns.name, name, lock_type, 2).await;
+        let app = app(&client, &ns.name, name, lock_type, 2).await;
         let expected_type = if lock_type == "Endpoints" { "endpoints" } else { "configmaps" };
         assert!(app.env.contains(&("LEADER_ELECTION_LOCK_TYPE".into(), expected_type.into())), "{:?}", app.env);
         let mut first = app.elector(ElectorBuild::Legacy, 0, &[]);
         let _second = app.elector(ElectorBuild::Legacy, 1, &[]);
-        let leader = wait_leader(&client, &app, PolicyState::Healthy).await;
+        let leader = app.leader(&client, PolicyState::Healthy).await;
         let policy = election_e2e::get_policy(&client, &ns.name, name).await.unwrap();
         assert_eq!(policy.status.unwrap().lock.unwrap(), format!("{expected_type}/{}/{name}", ns.name));
         if leader == first.identity {
@@ -253,12 +187,12 @@ async fn holders_with_skewed_clocks_raise_no_false_alarm() {
     let ns = TestNamespace::new("skew");
     let _operator = started_operator(&[]).await;
     let client = admin_client().await;
-    let ahead = App::create(&client, &ns.name, "ahead", "Lease", 1).await;
-    let behind = App::create(&client, &ns.name, "behind", "Lease", 1).await;
+    let ahead = app(&client, &ns.name, "ahead", "Lease", 1).await;
+    let behind = app(&client, &ns.name, "behind", "Lease", 1).await;
     let _a = ahead.elector(ElectorBuild::Current, 0, &["--clock-skew=10m"]);
     let _b = behind.elector(ElectorBuild::Current, 0, &["--clock-skew=-10m"]);
-    wait_leader(&client, &ahead, PolicyState::Healthy).await;
-    wait_leader(&client, &behind, PolicyState::Healthy).await;
+    ahead.leader(&client, PolicyState::Healthy).await;
+    behind.leader(&client, PolicyState::Healthy).await;
     let renew = lease_renew_time(&client, &ns.name, "ahead").await.unwrap();
     let skew = renew.duration_since(Timestamp::now()).as_secs_f64();
     assert!((590.0..610.0).contains(&skew), "the holder writes times 10 minutes ahead ({skew:.0} s)");
@@ -282,9 +216,9 @@ async fn a_restarted_operator_reports_what_happened_while_it_was_down_once() {
     let ns = TestNamespace::new("restart");
     let mut operator = started_operator(&[]).await;
     let client = admin_client().await;
-    let app = App::create(&client, &ns.name, "worker", "Lease", 2).await;
+    let app = app(&client, &ns.name, "worker", "Lease", 2).await;
     let mut first = app.elector(ElectorBuild::Current, 0, &[]);
-    wait_leader(&client, &app, PolicyState::Healthy).await;
+    app.leader(&client, PolicyState::Healthy).await;
     let _second = app.elector(ElectorBuild::Current, 1, &[]);
     wait_policy_event(&client, &ns.name, "worker", "LeaderElected", &app.pods[0], SETTLE).await;
 
@@ -319,7 +253,7 @@ async fn a_restarted_operator_reports_what_happened_while_it_was_down_once() {
         SETTLE,
     )
     .await;
-    assert_eq!(wait_leader(&client, &app, PolicyState::Healthy).await, app.pods[1]);
+    assert_eq!(app.leader(&client, PolicyState::Healthy).await, app.pods[1]);
     let events = policy_events(&client, &ns.name, "worker").await;
     let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).filter(|r| r.starts_with("Leader")).collect();
     assert_eq!(reasons, ["LeaderElected", "LeaderChanged"], "{events:?}");

@@ -255,12 +255,10 @@ fn deployment_name(deployment: &Deployment) -> String {
     deployment.metadata.name.clone().unwrap_or_default()
 }
 
-/// FNV-1a over the canonical JSON: stable across builds and Rust versions, unlike std's
-/// hasher, because it is stored in the cluster and compared by the next operator version.
+/// A stable hash of the canonical JSON: it is stored in the cluster and compared by the
+/// next operator version.
 fn fingerprint(spec: &Value, policy_name: &str) -> String {
-    let text = format!("{policy_name}\n{spec}");
-    let hash = text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
-    format!("{hash:016x}")
+    format!("{:016x}", crate::domain::fnv1a(&format!("{policy_name}\n{spec}")))
 }
 
 #[cfg(test)]

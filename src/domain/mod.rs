@@ -9,3 +9,9 @@ pub mod observation;
 pub mod reasons;
 pub mod status;
 pub mod validation;
+
+/// FNV-1a, 64 bits: a stable hash (std's is not stable across Rust versions) for values
+/// stored in the cluster and compared by later operator versions.
+pub fn fnv1a(text: &str) -> u64 {
+    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}

@@ -112,8 +112,14 @@ pub struct LockObservation {
     /// The lease duration to use when the record does not carry one.
     fallback_lease_duration: Duration,
     detection: Detection,
-    /// No renewal for the slow-renewal threshold (cleared by the next renewal).
+    /// The gap since the last renewal has passed the slow-renewal threshold.
+    late: bool,
+    /// RenewalsSlow as reported: set when a gap runs late, cleared only once renewals have
+    /// come on time for a whole lease duration, so that renewals hovering around the
+    /// threshold do not flip the status with every renewal.
     slow: bool,
+    /// When a gap last ran late (or a late gap ended).
+    last_late: Option<Instant>,
     /// When RenewalsSlow was last reported; it is not repeated within a quiet period.
     slow_reported: Option<Instant>,
     /// More leader changes than allowed within the window.
@@ -140,7 +146,9 @@ impl LockObservation {
             unobservable: false,
             fallback_lease_duration,
             detection,
+            late: false,
             slow: false,
+            last_late: None,
             slow_reported: None,
             flapping: false,
             stats: RenewalStats::default(),
@@ -187,7 +195,7 @@ impl LockObservation {
         self.detection = detection;
     }
 
-    /// No renewal has been observed for the slow-renewal threshold.
+    /// Renewals run late (see the `slow` field for how it clears).
     pub fn is_slow(&self) -> bool {
         self.slow
     }
@@ -224,11 +232,34 @@ impl LockObservation {
         let stale = self.stale_deadline();
         // Blind, lateness means nothing: only the stale deadline matters (to go Unknown).
         let slow = stale
-            .filter(|_| !self.slow && !self.blind)
+            .filter(|_| !self.late && !self.blind)
             .and(self.last_change)
             .map(|c| c.monotonic + self.detection.slow_renewal_after);
+        let on_time_again = self.slow_ends();
         let calm = self.flapping_ends();
-        [stale, slow, calm].into_iter().flatten().min()
+        [stale, slow, on_time_again, calm].into_iter().flatten().min()
+    }
+
+    /// When RenewalsSlow clears, if renewals stay on time until then.
+    fn slow_ends(&self) -> Option<Instant> {
+        (self.slow && !self.late).then_some(self.last_late?).map(|at| at + self.lease_duration())
+    }
+
+    /// A renewal by the current holder: it closes a late gap, and clears RenewalsSlow once
+    /// renewals have been on time for a lease duration.
+    fn renewed(&mut self, now: Instant) {
+        if std::mem::take(&mut self.late) {
+            self.last_late = Some(now);
+        }
+        if self.slow_ends().is_some_and(|ends| now >= ends) {
+            self.slow = false;
+        }
+    }
+
+    fn forget_lateness(&mut self) {
+        self.late = false;
+        self.slow = false;
+        self.last_late = None;
     }
 
     /// When the oldest of the transitions that make this a flapping spell leaves the window.
@@ -291,7 +322,7 @@ impl LockObservation {
     ) -> Vec<Occurrence> {
         let holder = record.holder_identity.clone();
         if holder == self.leader && !self.leader.is_empty() {
-            self.slow = false;
+            self.renewed(now.monotonic);
             if let Some(previous) = previous_change.filter(|_| !first) {
                 self.stats.last_interval = Some(now.monotonic.saturating_duration_since(previous.monotonic));
             }
@@ -317,7 +348,7 @@ impl LockObservation {
         self.health = Health::Healthy;
         self.stale_since = None;
         self.stats.last_interval = None;
-        self.slow = false;
+        self.forget_lateness();
         self.stats.transitions.push_back(now.monotonic);
         let acquire_time = record.acquire_time;
         let mut occurrences = if from.is_empty() || from == holder {
@@ -343,6 +374,9 @@ impl LockObservation {
 
     /// Called when the deadline timer fires (or at any later time).
     pub fn check_deadline(&mut self, now: Moment) -> Vec<Occurrence> {
+        if self.slow_ends().is_some_and(|ends| now.monotonic >= ends) {
+            self.slow = false;
+        }
         if self.flapping && self.flapping_ends().is_none_or(|ends| now.monotonic >= ends) {
             let window = self.detection.flapping_window;
             self.flapping = self.transitions_within(now.monotonic, window) > self.detection.flapping_transitions;
@@ -360,10 +394,14 @@ impl LockObservation {
             return Vec::new();
         }
         if now.monotonic < stale_at {
-            if self.slow {
+            if self.late {
                 return Vec::new();
             }
-            self.slow = true;
+            self.late = true;
+            self.last_late = Some(now.monotonic);
+            if std::mem::replace(&mut self.slow, true) {
+                return Vec::new();
+            }
             // One warning per spell: not again within a few lease durations.
             let quiet = self.lease_duration() * 4;
             if self.slow_reported.is_some_and(|at| now.monotonic.saturating_duration_since(at) < quiet) {
@@ -378,7 +416,7 @@ impl LockObservation {
         }
         let last_renewal = changed.wall;
         self.health = Health::Stale;
-        self.slow = false;
+        self.forget_lateness();
         self.stale_since = Some(last_renewal);
         vec![Occurrence::LeaseStale {
             holder: self.leader.clone(),
@@ -414,11 +452,6 @@ mod tests {
     use super::*;
 
     const LEASE: Duration = Duration::from_secs(15);
-    const DETECTION: Detection = Detection {
-        flapping_transitions: 3,
-        flapping_window: Duration::from_secs(600),
-        slow_renewal_after: Duration::from_secs(5),
-    };
 
     fn record(holder: &str, renew_second: i64) -> LockContent {
         LockContent::Record(LeaderElectionRecord {
@@ -435,7 +468,7 @@ mod tests {
     }
 
     fn fresh() -> (LockObservation, Moment) {
-        (LockObservation::new(LEASE, DETECTION, Resumed::default()), Moment::now())
+        (LockObservation::new(LEASE, Detection::default(), Resumed::default()), Moment::now())
     }
 
     #[test]
@@ -474,7 +507,7 @@ mod tests {
         let renewed = t0.after(Duration::from_secs(2));
         o.observe(renewed, record("a", 3));
         assert_eq!(o.stale_deadline(), Some(renewed.monotonic + LEASE));
-        let early = o.check_deadline(renewed.after(DETECTION.slow_renewal_after));
+        let early = o.check_deadline(renewed.after(Detection::default().slow_renewal_after));
         assert!(matches!(early.as_slice(), [Occurrence::RenewalsSlow { .. }]), "the early warning comes first");
         assert_eq!(o.deadline(), Some(renewed.monotonic + LEASE));
         assert!(o.check_deadline(renewed.after(LEASE - Duration::from_millis(1))).is_empty());
@@ -531,7 +564,7 @@ mod tests {
     fn a_restart_reports_neither_old_news_nor_false_staleness() {
         let t0 = Moment::now();
         let resumed = Resumed { leader: "a".into(), state: Some(PolicyState::Healthy) };
-        let mut o = LockObservation::new(LEASE, DETECTION, resumed);
+        let mut o = LockObservation::new(LEASE, Detection::default(), resumed);
         assert!(o.observe(t0, record("a", 1)).is_empty(), "no second LeaderElected");
         assert!(!stale(&o.check_deadline(t0.after(LEASE - Duration::from_millis(1)))), "no false staleness at start");
     }
@@ -539,7 +572,7 @@ mod tests {
     #[test]
     fn a_restart_reports_a_transition_that_happened_while_down() {
         let resumed = Resumed { leader: "a".into(), state: Some(PolicyState::Healthy) };
-        let mut o = LockObservation::new(LEASE, DETECTION, resumed);
+        let mut o = LockObservation::new(LEASE, Detection::default(), resumed);
         let events = o.observe(Moment::now(), record("b", 1));
         assert!(matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b"));
     }
@@ -548,7 +581,7 @@ mod tests {
     fn a_restart_keeps_a_stale_lease_stale_until_it_changes() {
         let t0 = Moment::now();
         let resumed = Resumed { leader: "a".into(), state: Some(PolicyState::Stale) };
-        let mut o = LockObservation::new(LEASE, DETECTION, resumed);
+        let mut o = LockObservation::new(LEASE, Detection::default(), resumed);
         assert!(o.observe(t0, record("a", 1)).is_empty());
         assert_eq!(o.health(), &Health::Stale);
         let events = o.observe(t0.after(Duration::from_secs(2)), record("a", 3));
@@ -560,7 +593,10 @@ mod tests {
         let (mut o, t0) = fresh();
         o.observe(t0, record("a", 1));
         o.set_blind();
-        assert!(o.check_deadline(t0.after(DETECTION.slow_renewal_after)).is_empty(), "no warning while blind");
+        assert!(
+            o.check_deadline(t0.after(Detection::default().slow_renewal_after)).is_empty(),
+            "no warning while blind"
+        );
         assert!(o.check_deadline(t0.after(LEASE * 2)).is_empty());
         assert!(o.is_unobservable());
         assert_eq!(o.health(), &Health::Healthy);
@@ -574,21 +610,51 @@ mod tests {
     }
 
     #[test]
-    fn slow_renewals_warn_once_per_spell_and_clear_on_renewal() {
+    fn slow_renewals_warn_once_and_clear_after_a_lease_duration_on_time() {
         let (mut o, t0) = fresh();
         o.observe(t0, record("a", 1));
-        assert_eq!(o.deadline(), Some(t0.monotonic + DETECTION.slow_renewal_after));
+        assert_eq!(o.deadline(), Some(t0.monotonic + Detection::default().slow_renewal_after));
         let warned = o.check_deadline(t0.after(Duration::from_secs(6)));
         assert!(
             matches!(warned.as_slice(), [Occurrence::RenewalsSlow { silent_for, .. }] if *silent_for == Duration::from_secs(6))
         );
         assert!(o.is_slow());
         assert!(o.check_deadline(t0.after(Duration::from_secs(7))).is_empty());
-        o.observe(t0.after(Duration::from_secs(8)), record("a", 9));
-        assert!(!o.is_slow());
-        // Slow again soon after: the state shows it, the Event is not repeated.
-        assert!(o.check_deadline(t0.after(Duration::from_secs(14))).is_empty());
+        // The late renewal arrives; renewals are on time from then on (every 2 s).
+        for second in (8..23).step_by(2) {
+            o.observe(t0.after(Duration::from_secs(second)), record("a", second as i64));
+            o.check_deadline(t0.after(Duration::from_secs(second)));
+            assert!(o.is_slow(), "still slow at {second}s: less than a lease duration on time");
+        }
+        o.check_deadline(t0.after(Duration::from_secs(23)));
+        assert!(!o.is_slow(), "a lease duration (15 s) on time since the late renewal at 8 s");
+        // Late again soon after: the state shows it, the Event is not repeated.
+        o.observe(t0.after(Duration::from_secs(24)), record("a", 24));
+        assert!(o.check_deadline(t0.after(Duration::from_secs(30))).is_empty());
         assert!(o.is_slow());
+    }
+
+    #[test]
+    fn renewals_hovering_around_the_threshold_keep_the_state_steady() {
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 0));
+        let mut changes = 0;
+        let mut was_slow = o.is_slow();
+        // Renewals alternate between 4 s and 6 s apart, around the 5 s threshold.
+        let mut at = 0;
+        for i in 1..40 {
+            let gap = if i % 2 == 0 { 4 } else { 6 };
+            for tick in at + 1..=at + gap {
+                o.check_deadline(t0.after(Duration::from_secs(tick)));
+            }
+            at += gap;
+            o.observe(t0.after(Duration::from_secs(at)), record("a", at as i64));
+            if o.is_slow() != was_slow {
+                changes += 1;
+                was_slow = o.is_slow();
+            }
+        }
+        assert_eq!(changes, 1, "slow once, and it stays so while renewals keep running late");
     }
 
     #[test]

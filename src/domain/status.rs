@@ -266,12 +266,6 @@ mod tests {
         },
     };
 
-    const DETECTION: crate::domain::validation::Detection = crate::domain::validation::Detection {
-        flapping_transitions: 3,
-        flapping_window: Duration::from_secs(600),
-        slow_renewal_after: Duration::from_secs(5),
-    };
-
     fn report(outcome: ConfigOutcome) -> ConfigReport {
         ConfigReport {
             generation: Some(3),
@@ -282,7 +276,11 @@ mod tests {
     }
 
     fn observed(holder: &str, renew_second: i64, at: Moment) -> LockObservation {
-        let mut o = LockObservation::new(Duration::from_secs(15), DETECTION, Resumed::default());
+        let mut o = LockObservation::new(
+            Duration::from_secs(15),
+            crate::domain::validation::Detection::default(),
+            Resumed::default(),
+        );
         o.observe(
             at,
             LockContent::Record(LeaderElectionRecord {

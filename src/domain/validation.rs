@@ -47,6 +47,17 @@ pub struct Detection {
     pub slow_renewal_after: Duration,
 }
 
+impl Default for Detection {
+    /// The API's defaults, with client-go's renewDeadline (10s) halved for slow renewals.
+    fn default() -> Self {
+        Detection {
+            flapping_transitions: 3,
+            flapping_window: Duration::from_secs(600),
+            slow_renewal_after: Duration::from_secs(5),
+        }
+    }
+}
+
 /// A policy the operator can act on: every rule holds and every value is parsed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ValidPolicy {

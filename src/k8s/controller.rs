@@ -4,7 +4,11 @@
 //! It watches policies and Deployments (so a new or edited Deployment is configured at
 //! once), and a finalizer makes deletion take the configuration back out first.
 
-use std::{collections::BTreeMap, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -31,7 +35,7 @@ use crate::{
         injection::{FIELD_MANAGER, apply_config, injected_by, is_applied, removal_config},
         reasons::{condition, condition_reason, event},
         status::{ConfigOutcome, ConfigReport},
-        validation::{Detection, PolicyOptions, ValidPolicy, validate},
+        validation::{Detection, InvalidPolicy, PolicyOptions, ValidPolicy, validate},
     },
     k8s::{
         WatchBackoff, api_call,
@@ -56,6 +60,36 @@ pub struct Context {
     pub policies: Store<ElectionPolicy>,
     /// Policies to reconcile again because one they conflicted with changed.
     retry: mpsc::UnboundedSender<ObjectRef<ElectionPolicy>>,
+    /// Validation results by policy uid, for the generation they were computed for: the
+    /// conflict check looks at every policy, and validating them all on every reconcile
+    /// would make a reconcile cost grow with the number of policies.
+    validated: std::sync::Mutex<HashMap<String, CachedValidation>>,
+}
+
+/// A policy's validation result and the generation it belongs to.
+type CachedValidation = (Option<i64>, Result<ValidPolicy, InvalidPolicy>);
+
+impl Context {
+    /// The policy's validation result, computed once per generation.
+    fn validate(&self, policy: &ElectionPolicy) -> Result<ValidPolicy, InvalidPolicy> {
+        let uid = policy.uid().unwrap_or_default();
+        let generation = policy.metadata.generation;
+        let mut cache = self.validated.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached_generation, result)) = cache.get(&uid)
+            && *cached_generation == generation
+        {
+            return result.clone();
+        }
+        let result = validate(&policy.namespace().unwrap_or_default(), &policy.spec, self.options);
+        if cache.len() > 2 * self.policies.state().len() + 64 {
+            // Forget deleted policies now and then.
+            let live: std::collections::HashSet<String> =
+                self.policies.state().iter().filter_map(|p| p.uid()).collect();
+            cache.retain(|uid, _| live.contains(uid));
+        }
+        cache.insert(uid, (generation, result.clone()));
+        result
+    }
 }
 
 /// What the controller works with, built by the operator.
@@ -84,13 +118,17 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     let policy_stream = reflector::reflector(
         policy_writer,
         watcher(policy_api, watcher::Config::default())
+            // Managed fields are of no use here, and would take most of the cache.
+            .modify(|p| p.managed_fields_mut().clear())
             .inspect_ok(move |event| {
                 policy_synced.listed(event);
                 track_deletions(event, &mut listing, &gone);
             })
             .backoff(WatchBackoff::new()),
     )
-    .applied_objects();
+    .applied_objects()
+    // The operator's own status writes change a policy too; they need no reconcile.
+    .predicate_filter(reconcile_relevant, Default::default());
     tokio::spawn(forget_deleted_policies(gone_policies, observer.clone()));
 
     let deployment_api: Api<Deployment> = Api::all(client.clone());
@@ -116,6 +154,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         deployments: deployments.clone(),
         policies: policies.clone(),
         retry,
+        validated: std::sync::Mutex::default(),
     });
 
     let mapper_policies = policies.clone();
@@ -127,6 +166,17 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()))
         .await;
+}
+
+/// What of a policy calls for a reconcile: its spec (generation), its deletion and its
+/// finalizers; not its status.
+fn reconcile_relevant(policy: &ElectionPolicy) -> Option<u64> {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    policy.metadata.generation.hash(&mut hasher);
+    policy.metadata.deletion_timestamp.is_some().hash(&mut hasher);
+    policy.finalizers().hash(&mut hasher);
+    Some(hasher.finish())
 }
 
 /// What the watch says about policies that no longer exist.
@@ -287,7 +337,7 @@ async fn apply(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     let regarding = regarding(policy);
     let selector_text = selector_text(policy);
 
-    let valid = validate(&namespace, &policy.spec, context.options);
+    let valid = context.validate(policy);
     let selected = match &valid {
         Ok(valid) => selected_deployments(context, &namespace, valid),
         Err(_) => Vec::new(),
@@ -309,7 +359,7 @@ async fn apply(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     }
     let (lock, fallback, detection, leader_pod_label) = match &valid {
         Ok(v) => (Some(v.lock.clone()), v.timings.lease_duration, v.detection, v.leader_pod_label),
-        Err(_) => (None, Duration::from_secs(15), DEFAULT_DETECTION, false),
+        Err(_) => (None, Duration::from_secs(15), Detection::default(), false),
     };
     context
         .observer
@@ -333,14 +383,6 @@ async fn apply(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     // watch events.
     Ok(Action::requeue(Duration::from_secs(300)))
 }
-
-/// Placeholder thresholds for a policy too invalid to have its own; nothing is observed
-/// for it anyway.
-const DEFAULT_DETECTION: Detection = Detection {
-    flapping_transitions: 3,
-    flapping_window: Duration::from_secs(600),
-    slow_renewal_after: Duration::from_secs(5),
-};
 
 /// The Deployments in `namespace` the policy selects, by name.
 fn selected_deployments(context: &Context, namespace: &str, valid: &ValidPolicy) -> Vec<Arc<Deployment>> {
@@ -387,7 +429,7 @@ fn conflict(policy: &ElectionPolicy, valid: &ValidPolicy, context: &Context) -> 
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| {
-            let valid = validate(&p.namespace()?, &p.spec, context.options).ok()?;
+            let valid = context.validate(&p).ok()?;
             Some((p, valid))
         })
         .collect();

@@ -109,7 +109,9 @@ impl EventPublisher {
     fn event(&self, regarding: &Regarding, notice: &Notice) -> Event {
         let now = Timestamp::now();
         let suffix = match &notice.occurrence_id {
-            Some(id) => format!("{:016x}", fnv1a(&format!("{}\n{}\n{id}", regarding.uid, notice.reason))),
+            Some(id) => {
+                format!("{:016x}", crate::domain::fnv1a(&format!("{}\n{}\n{id}", regarding.uid, notice.reason)))
+            }
             None => format!("{:x}", now.as_nanosecond()),
         };
         // Event names are DNS subdomains of at most 253 characters; policy names may use most
@@ -140,8 +142,4 @@ impl EventPublisher {
 /// Event notes are limited to 1 kB.
 fn truncate_note(note: &str) -> String {
     crate::domain::lock_record::truncate(note, 900)
-}
-
-fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
