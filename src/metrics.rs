@@ -95,6 +95,7 @@ struct Inner {
     api_errors: Family<OperationLabels, Counter>,
     watch_restarts: Family<ResourceLabels, Counter>,
     events: Family<ReasonLabels, Counter>,
+    lock_events: Family<ResourceLabels, Counter>,
     status_writes: Counter,
     policies: Arc<PolicyCollector>,
 }
@@ -131,6 +132,12 @@ impl Metrics {
         registry.register("watch_restarts", "Watches restarted after an error, by resource", watch_restarts.clone());
         let events = Family::<ReasonLabels, Counter>::default();
         registry.register("events", "Events published, by reason", events.clone());
+        let lock_events = Family::<ResourceLabels, Counter>::default();
+        registry.register(
+            "lock_watch_events",
+            "Lock objects received from the lock watches (only labelled locks are watched)",
+            lock_events.clone(),
+        );
         let status_writes = Counter::default();
         registry.register("status_writes", "ElectionPolicy status writes", status_writes.clone());
         let policies = Arc::new(PolicyCollector::default());
@@ -145,6 +152,7 @@ impl Metrics {
                 api_errors,
                 watch_restarts,
                 events,
+                lock_events,
                 status_writes,
                 policies,
             }),
@@ -180,6 +188,10 @@ impl Metrics {
 
     pub fn event_published(&self, reason: &'static str) {
         self.inner.events.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn lock_event_received(&self, resource: &'static str) {
+        self.inner.lock_events.get_or_create(&ResourceLabels { resource }).inc();
     }
 
     pub fn status_written(&self) {

@@ -64,9 +64,9 @@ const (
 var policyGVR = schema.GroupVersionResource{Group: "election.dev", Version: "v1alpha1", Resource: "electionpolicies"}
 
 type options struct {
-	kubeconfig, operatorBinary, ksmBinary, auditLog, out string
-	policies, noise, transitions, stale                  int
-	steady                                               time.Duration
+	kubeconfig, operatorBinary, ksmBinary, auditLog, out, watchLeases string
+	policies, noise, transitions, stale                               int
+	steady                                                            time.Duration
 }
 
 func main() {
@@ -81,7 +81,12 @@ func main() {
 	flag.IntVar(&o.transitions, "transitions", 100, "leader changes to time")
 	flag.IntVar(&o.stale, "stale", 50, "leases to let go stale")
 	flag.DurationVar(&o.steady, "steady", 60*time.Second, "length of each steady-state window")
+	flag.StringVar(&o.watchLeases, "watch-leases", "", "internal: be the bare watch on this namespace's Leases")
 	flag.Parse()
+	if o.watchLeases != "" {
+		bareWatch(o)
+		return
+	}
 	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
@@ -355,6 +360,7 @@ type result struct {
 	readyIn                                     time.Duration
 	floor, event, status, stale                 []time.Duration
 	rssSteady, rssPeak, cpuPerMin, cpuNoNoise   float64
+	eventsPerRenewal, eventsPerRenewalNoNoise   float64
 	apiPerSec, writesPerRenewal                 float64
 	renewals                                    int64
 	ksmRSS, ksmPeak, ksmCPU                     float64
@@ -401,9 +407,12 @@ func run(o options) error {
 	apps.run(ctx, 128)
 	noise.run(ctx, 64)
 
-	// A bare watch on the same Leases: the floor.
+	// A bare watch on the same Leases, the floor: in a process of its own, so that it does
+	// not share the load generator's CPU and garbage collector.
 	floorSeen := newSightings()
-	go watchLeases(ctx, client, ns, floorSeen)
+	if err := startBareWatch(ctx, o.kubeconfig, ns, floorSeen); err != nil {
+		return err
+	}
 	// The policies' status, as a user's watch sees it.
 	statusSeen := newSightings()
 	go watchPolicies(ctx, dyn, ns, statusSeen)
@@ -442,7 +451,9 @@ func run(o options) error {
 
 	logf("steady state with noise: %s", o.steady)
 	user := fmt.Sprintf("system:serviceaccount:%s:%s", operatorNS, operatorAccount)
+	const lockEvents = `election_lock_watch_events_total{resource="leases"}`
 	cpu0, writes0, renewals0 := operator.cpu(), scrape(metricsPort, "election_status_writes_total"), apps.renewals.Load()
+	events0 := scrape(metricsPort, lockEvents)
 	var ksmCPU0 float64
 	if ksm != nil {
 		ksmCPU0 = ksm.cpu()
@@ -455,6 +466,7 @@ func run(o options) error {
 	r.rssSteady, _ = operator.memory()
 	r.renewals = apps.renewals.Load() - renewals0
 	r.writesPerRenewal = (scrape(metricsPort, "election_status_writes_total") - writes0) / float64(max(r.renewals, 1))
+	r.eventsPerRenewal = (scrape(metricsPort, lockEvents) - events0) / float64(max(r.renewals, 1))
 	r.apiPerSec = float64(auditedRequests(o.auditLog, user, from, to)) / to.Sub(from).Seconds()
 	if ksm != nil {
 		r.ksmCPU = (ksm.cpu() - ksmCPU0) / minutes
@@ -465,9 +477,10 @@ func run(o options) error {
 
 	logf("steady state without noise: %s", o.steady)
 	noise.paused.Store(true)
-	cpu0, from = operator.cpu(), time.Now()
+	cpu0, from, events0, renewals0 = operator.cpu(), time.Now(), scrape(metricsPort, lockEvents), apps.renewals.Load()
 	time.Sleep(o.steady)
 	r.cpuNoNoise = (operator.cpu() - cpu0) / time.Since(from).Minutes()
+	r.eventsPerRenewalNoNoise = (scrape(metricsPort, lockEvents) - events0) / float64(max(apps.renewals.Load()-renewals0, 1))
 	noise.paused.Store(false)
 
 	logf("timing %d leader changes", o.transitions)
@@ -657,19 +670,55 @@ func (s *sightings) get(name, value string) (time.Time, bool) {
 	return t, ok
 }
 
-func watchLeases(ctx context.Context, client kubernetes.Interface, ns string, seen *sightings) {
-	for ctx.Err() == nil {
-		w, err := client.CoordinationV1().Leases(ns).Watch(ctx, metav1.ListOptions{})
+// bareWatch (the child process) prints "name holder unix-nanos" for every Lease change.
+func bareWatch(o options) {
+	config, err := clientcmd.BuildConfigFromFlags("", o.kubeconfig)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	client := kubernetes.NewForConfigOrDie(config)
+	out := bufio.NewWriter(os.Stdout)
+	for {
+		w, err := client.CoordinationV1().Leases(o.watchLeases).Watch(context.Background(), metav1.ListOptions{})
 		if err != nil {
 			time.Sleep(time.Second)
 			continue
 		}
 		for event := range w.ResultChan() {
 			if lease, ok := event.Object.(*coordinationv1.Lease); ok && event.Type == watch.Modified && lease.Spec.HolderIdentity != nil {
-				seen.saw(lease.Name, *lease.Spec.HolderIdentity, time.Now())
+				fmt.Fprintf(out, "%s %s %d\n", lease.Name, *lease.Spec.HolderIdentity, time.Now().UnixNano())
+				out.Flush()
 			}
 		}
 	}
+}
+
+func startBareWatch(ctx context.Context, kubeconfig, ns string, seen *sightings) error {
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.CommandContext(ctx, self, "--kubeconfig", kubeconfig, "--watch-leases", ns)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	go func() {
+		scanner := bufio.NewScanner(stdout)
+		for scanner.Scan() {
+			fields := strings.Fields(scanner.Text())
+			if len(fields) == 3 {
+				nanos, _ := strconv.ParseInt(fields[2], 10, 64)
+				seen.saw(fields[0], fields[1], time.Unix(0, nanos))
+			}
+		}
+	}()
+	return nil
 }
 
 func watchPolicies(ctx context.Context, dyn dynamic.Interface, ns string, seen *sightings) {
@@ -740,7 +789,8 @@ func (r result) markdown() string {
 	if r.cpuNoNoise > 0 {
 		noiseEffect = (r.cpuPerMin - r.cpuNoNoise) / r.cpuNoNoise * 100
 	}
-	fmt.Fprintf(&b, "| CPU seconds per minute without noise | %.2f (noise adds %+.1f%%) | |\n", r.cpuNoNoise, noiseEffect)
+	fmt.Fprintf(&b, "| CPU seconds per minute without noise | %.2f (with noise: %+.1f%%) | |\n", r.cpuNoNoise, noiseEffect)
+	fmt.Fprintf(&b, "| lock watch events received per renewal, with / without noise | %.3f / %.3f | |\n", r.eventsPerRenewal, r.eventsPerRenewalNoNoise)
 	fmt.Fprintf(&b, "| API requests per second made | %.2f | |\n", r.apiPerSec)
 	fmt.Fprintf(&b, "| status writes per plain renewal | %.4f (%d renewals) | |\n", r.writesPerRenewal, r.renewals)
 	fmt.Fprintf(&b, "| time to all policies Healthy from start | %s | |\n", r.readyIn.Round(time.Millisecond))

@@ -609,5 +609,18 @@ fn selector_text(policy: &ElectionPolicy) -> String {
 }
 
 async fn publish(context: &Context, regarding: &Regarding, severity: Severity, reason: &'static str, note: String) {
-    context.events.publish(regarding, Notice { severity, reason, action: "Inject", note, occurrence_id: None }).await;
+    context
+        .events
+        .publish(
+            regarding,
+            Notice {
+                severity,
+                reason,
+                action: "Inject",
+                note,
+                occurrence_id: None,
+                observed_at: jiff::Timestamp::now(),
+            },
+        )
+        .await;
 }

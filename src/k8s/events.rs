@@ -37,6 +37,8 @@ pub struct Notice {
     pub note: String,
     /// When set, the Event's name is derived from it, making the publication idempotent.
     pub occurrence_id: Option<String>,
+    /// When it happened (the Event's eventTime), which may be earlier than its publication.
+    pub observed_at: Timestamp,
 }
 
 /// The policy an Event is about.
@@ -123,7 +125,7 @@ impl EventPublisher {
                 namespace: Some(regarding.namespace.clone()),
                 ..Default::default()
             },
-            event_time: Some(MicroTime(now)),
+            event_time: Some(MicroTime(notice.observed_at)),
             action: Some(notice.action.into()),
             reason: Some(notice.reason.into()),
             note: Some(truncate_note(&notice.note)),

@@ -16,7 +16,7 @@
 //! the observer is told it is blind. kube-runtime's watcher would otherwise resume from the
 //! last resourceVersion and, for a lock that does not change, never say it is seeing again.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::{
@@ -57,18 +57,18 @@ pub async fn watch_locks(client: Client, kind: LockType, observer: ObserverHandl
         let outcome = match kind {
             LockType::Lease => {
                 let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<Lease>(&()));
-                follow(watcher(api, config.clone()), kind, &observer, &mut backoff, |o: &DynamicObject| {
+                follow(watcher(api, config.clone()), kind, &observer, &metrics, &mut backoff, |o: &DynamicObject| {
                     from_lease_spec(o.data.get("spec"))
                 })
                 .await
             }
             LockType::Endpoints => {
                 let api: Api<PartialObjectMeta<Endpoints>> = Api::all(client.clone());
-                follow(watcher(api, config.clone()), kind, &observer, &mut backoff, annotations_content).await
+                follow(watcher(api, config.clone()), kind, &observer, &metrics, &mut backoff, annotations_content).await
             }
             LockType::ConfigMap => {
                 let api: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
-                follow(watcher(api, config.clone()), kind, &observer, &mut backoff, annotations_content).await
+                follow(watcher(api, config.clone()), kind, &observer, &metrics, &mut backoff, annotations_content).await
             }
         };
         metrics.watch_restarted(resource(kind));
@@ -88,6 +88,7 @@ async fn follow<K, S>(
     stream: S,
     kind: LockType,
     observer: &ObserverHandle,
+    metrics: &Metrics,
     backoff: &mut WatchBackoff,
     content: impl Fn(&K) -> LockContent,
 ) -> watcher::Error
@@ -103,6 +104,9 @@ where
         name: object.meta().name.clone().unwrap_or_default(),
     };
     while let Some(item) = stream.next().await {
+        if matches!(item, Ok(Event::InitApply(_) | Event::Apply(_) | Event::Delete(_))) {
+            metrics.lock_event_received(resource(kind));
+        }
         match item {
             Ok(Event::Init) => listing.clear(),
             Ok(Event::InitApply(object)) => listing.push((key(&object), content(&object))),
@@ -129,13 +133,15 @@ fn resource(kind: LockType) -> &'static str {
 pub struct LockLabeler {
     client: Client,
     metrics: Metrics,
-    /// Bounds the background probes, so a thousand missing locks cannot flood the API.
+    /// Bounds the background labelling, so a thousand new locks cannot flood the API.
     probes: Arc<Semaphore>,
+    /// Locks being labelled (or waiting for a permit), so repeated probes queue none twice.
+    queued: Arc<std::sync::Mutex<HashSet<LockKey>>>,
 }
 
 impl LockLabeler {
     pub fn new(client: Client, metrics: Metrics) -> Self {
-        LockLabeler { client, metrics, probes: Arc::new(Semaphore::new(4)) }
+        LockLabeler { client, metrics, probes: Arc::new(Semaphore::new(16)), queued: Arc::default() }
     }
 
     /// Labels the lock if it exists; `Ok(false)` when it does not (yet).
@@ -159,18 +165,21 @@ impl LockLabeler {
         });
     }
 
-    /// Tries to label the lock without waiting; skipped when enough probes are in flight.
+    /// Labels the lock in the background, a bounded number at a time; a lock already
+    /// queued is not queued again.
     pub fn label_in_background(&self, lock: LockKey) {
-        let Ok(permit) = self.probes.clone().try_acquire_owned() else {
+        if !self.queued.lock().unwrap_or_else(|e| e.into_inner()).insert(lock.clone()) {
             return;
-        };
+        }
         let labeler = self.clone();
         tokio::spawn(async move {
+            let permit = labeler.probes.clone().acquire_owned().await;
             match labeler.label(&lock).await {
                 Ok(true) => info!(%lock, "lock found and labelled for watching"),
                 Ok(false) => {}
                 Err(error) => debug!(%lock, %error, "could not label lock"),
             }
+            labeler.queued.lock().unwrap_or_else(|e| e.into_inner()).remove(&lock);
             drop(permit);
         });
     }

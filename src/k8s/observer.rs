@@ -386,6 +386,7 @@ impl Observer {
                 action: "Observe",
                 note,
                 occurrence_id: None,
+                observed_at: jiff::Timestamp::now(),
             };
             self.emit(policy, notice).await;
         }
@@ -463,10 +464,25 @@ impl Observer {
     }
 }
 
-/// Publishes Events in order, off the observer's path.
+/// Publishes Events off the observer's path: in parallel across policies, in order within
+/// one (each policy always goes to the same worker).
 async fn publish_events(publisher: EventPublisher, mut events: mpsc::Receiver<(Regarding, Notice)>) {
+    const WORKERS: usize = 8;
+    let workers: Vec<mpsc::Sender<(Regarding, Notice)>> = (0..WORKERS)
+        .map(|_| {
+            let (sender, mut receiver) = mpsc::channel::<(Regarding, Notice)>(1024);
+            let publisher = publisher.clone();
+            tokio::spawn(async move {
+                while let Some((regarding, notice)) = receiver.recv().await {
+                    publisher.publish(&regarding, notice).await;
+                }
+            });
+            sender
+        })
+        .collect();
     while let Some((regarding, notice)) = events.recv().await {
-        publisher.publish(&regarding, notice).await;
+        let shard = crate::domain::fnv1a(&format!("{}/{}", regarding.namespace, regarding.name)) as usize % WORKERS;
+        let _ = workers[shard].send((regarding, notice)).await;
     }
 }
 
@@ -498,6 +514,7 @@ fn config_notice(previous: Option<(String, String)>, current: Option<(String, St
         action: "Reconcile",
         note: message,
         occurrence_id: None,
+        observed_at: jiff::Timestamp::now(),
     })
 }
 
@@ -510,6 +527,7 @@ fn occurrence_notice(occurrence: &Occurrence, lock: &str, renew_time: &str) -> N
         action: "Observe",
         note,
         occurrence_id: id,
+        observed_at: jiff::Timestamp::now(),
     };
     let millis = |t: jiff::Timestamp| t.round(jiff::Unit::Millisecond).unwrap_or(t);
     match occurrence {
