@@ -325,6 +325,28 @@ func scrape(port int, series string) float64 {
 	return 0
 }
 
+// scrapeFamily returns every sample of a metric family, by its series.
+func scrapeFamily(port int, family string) map[string]float64 {
+	samples := map[string]float64{}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		return samples
+	}
+	defer resp.Body.Close()
+	scanner := bufio.NewScanner(resp.Body)
+	scanner.Buffer(make([]byte, 1<<20), 1<<24)
+	for scanner.Scan() {
+		line := scanner.Text()
+		if strings.HasPrefix(line, family+"{") {
+			if i := strings.LastIndexByte(line, ' '); i > 0 {
+				v, _ := strconv.ParseFloat(line[i+1:], 64)
+				samples[line[:i]] = v
+			}
+		}
+	}
+	return samples
+}
+
 // auditedRequests counts the requests a user completed in [from, to), from the audit log.
 func auditedRequests(path, user string, from, to time.Time) int {
 	file, err := os.Open(path)
@@ -361,6 +383,7 @@ type result struct {
 	floor, event, status, stale                 []time.Duration
 	rssSteady, rssPeak, cpuPerMin, cpuNoNoise   float64
 	eventsPerRenewal, eventsPerRenewalNoNoise   float64
+	steadyEvents                                []string
 	apiPerSec, writesPerRenewal                 float64
 	renewals                                    int64
 	ksmRSS, ksmPeak, ksmCPU                     float64
@@ -454,6 +477,7 @@ func run(o options) error {
 	const lockEvents = `election_lock_watch_events_total{resource="leases"}`
 	cpu0, writes0, renewals0 := operator.cpu(), scrape(metricsPort, "election_status_writes_total"), apps.renewals.Load()
 	events0 := scrape(metricsPort, lockEvents)
+	published0 := scrapeFamily(metricsPort, "election_events_total")
 	var ksmCPU0 float64
 	if ksm != nil {
 		ksmCPU0 = ksm.cpu()
@@ -467,6 +491,12 @@ func run(o options) error {
 	r.renewals = apps.renewals.Load() - renewals0
 	r.writesPerRenewal = (scrape(metricsPort, "election_status_writes_total") - writes0) / float64(max(r.renewals, 1))
 	r.eventsPerRenewal = (scrape(metricsPort, lockEvents) - events0) / float64(max(r.renewals, 1))
+	for series, value := range scrapeFamily(metricsPort, "election_events_total") {
+		if delta := value - published0[series]; delta > 0 {
+			r.steadyEvents = append(r.steadyEvents, fmt.Sprintf("%s: %.0f", series, delta))
+		}
+	}
+	sort.Strings(r.steadyEvents)
 	r.apiPerSec = float64(auditedRequests(o.auditLog, user, from, to)) / to.Sub(from).Seconds()
 	if ksm != nil {
 		r.ksmCPU = (ksm.cpu() - ksmCPU0) / minutes
@@ -792,6 +822,11 @@ func (r result) markdown() string {
 	fmt.Fprintf(&b, "| CPU seconds per minute without noise | %.2f (with noise: %+.1f%%) | |\n", r.cpuNoNoise, noiseEffect)
 	fmt.Fprintf(&b, "| lock watch events received per renewal, with / without noise | %.3f / %.3f | |\n", r.eventsPerRenewal, r.eventsPerRenewalNoNoise)
 	fmt.Fprintf(&b, "| API requests per second made | %.2f | |\n", r.apiPerSec)
+	steady := "none"
+	if len(r.steadyEvents) > 0 {
+		steady = strings.Join(r.steadyEvents, ", ")
+	}
+	fmt.Fprintf(&b, "| Events published in the steady window (with noise) | %s | |\n", strings.ReplaceAll(steady, "|", "/"))
 	fmt.Fprintf(&b, "| status writes per plain renewal | %.4f (%d renewals) | |\n", r.writesPerRenewal, r.renewals)
 	fmt.Fprintf(&b, "| time to all policies Healthy from start | %s | |\n", r.readyIn.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| samples | %d transitions (%d without Event), %d stale (%d without Event), %d renewal errors | |\n",

@@ -37,7 +37,10 @@ use tracing::{debug, info, warn};
 
 use crate::{
     api::LockType,
-    domain::lock_record::{LockContent, LockKey, from_annotations, from_lease_spec},
+    domain::{
+        lock_record::{LockContent, LockKey, from_annotations, from_lease_spec},
+        observation::Moment,
+    },
     k8s::{
         WatchBackoff, api_call,
         observer::{LockEvent, ObserverHandle},
@@ -113,10 +116,12 @@ where
             Ok(Event::InitDone) => {
                 debug!(kind = ?kind, locks = listing.len(), "locks listed");
                 backoff.reset();
-                observer.lock_event(LockEvent::Listed(kind, std::mem::take(&mut listing))).await;
+                observer.lock_event(LockEvent::Listed(kind, std::mem::take(&mut listing), Moment::now())).await;
             }
-            Ok(Event::Apply(object)) => observer.lock_event(LockEvent::Applied(key(&object), content(&object))).await,
-            Ok(Event::Delete(object)) => observer.lock_event(LockEvent::Deleted(key(&object))).await,
+            Ok(Event::Apply(object)) => {
+                observer.lock_event(LockEvent::Applied(key(&object), content(&object), Moment::now())).await
+            }
+            Ok(Event::Delete(object)) => observer.lock_event(LockEvent::Deleted(key(&object), Moment::now())).await,
             Err(error) => return error,
         }
     }

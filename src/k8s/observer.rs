@@ -62,12 +62,14 @@ pub struct Registration {
 /// What the lock watches tell the observer.
 #[derive(Clone, Debug)]
 pub enum LockEvent {
-    Applied(LockKey, LockContent),
-    Deleted(LockKey),
+    /// A lock object as the watch delivered it, and when it did: an observation dates from
+    /// its delivery, not from when the observer got to it.
+    Applied(LockKey, LockContent, Moment),
+    Deleted(LockKey, Moment),
     /// The watch for this kind broke; it will list again.
     Blind(LockType),
     /// A complete list of the labelled locks of this kind.
-    Listed(LockType, Vec<(LockKey, LockContent)>),
+    Listed(LockType, Vec<(LockKey, LockContent)>, Moment),
 }
 
 #[derive(Debug)]
@@ -171,7 +173,10 @@ impl Observer {
         loop {
             // Let other tasks run between steps, however much work is queued here.
             tokio::task::consume_budget().await;
+            // Queued commands first: a deadline must not be judged while the renewal that
+            // beats it waits in the queue.
             tokio::select! {
+                biased;
                 command = commands.recv() => match command {
                     None => return,
                     Some(Command::Register(registration)) => self.register(*registration).await,
@@ -256,7 +261,7 @@ impl Observer {
                 // Not seen by the label-selected watch: label it now rather than at the next probe.
                 self.labeler.label_in_background(lock.clone());
             }
-            self.observe(&key, content).await;
+            self.observe(&key, content, Moment::now()).await;
         }
         self.check_holder(&key).await;
         let notice = self.refresh(&key);
@@ -282,13 +287,13 @@ impl Observer {
 
     async fn lock_event(&mut self, event: LockEvent) {
         match event {
-            LockEvent::Applied(lock, content) => {
+            LockEvent::Applied(lock, content, at) => {
                 self.locks.insert(lock.clone(), content.clone());
-                self.observe_lock(&lock, content).await;
+                self.observe_lock(&lock, content, at).await;
             }
-            LockEvent::Deleted(lock) => {
+            LockEvent::Deleted(lock, at) => {
                 self.locks.remove(&lock);
-                self.observe_lock(&lock, LockContent::Absent).await;
+                self.observe_lock(&lock, LockContent::Absent, at).await;
             }
             LockEvent::Blind(kind) => {
                 info!(kind = ?kind, "lock watch interrupted; staleness is not judged until it lists again");
@@ -305,29 +310,29 @@ impl Observer {
                     self.refresh(&policy);
                 }
             }
-            LockEvent::Listed(kind, listed) => {
+            LockEvent::Listed(kind, listed, at) => {
                 self.locks.retain(|lock, _| lock.type_ != kind);
                 self.locks.extend(listed);
                 self.listed.insert(kind);
                 let watched: Vec<LockKey> = self.by_lock.keys().filter(|lock| lock.type_ == kind).cloned().collect();
                 for lock in watched {
                     let content = self.locks.get(&lock).cloned().unwrap_or(LockContent::Absent);
-                    self.observe_lock(&lock, content).await;
+                    self.observe_lock(&lock, content, at).await;
                 }
             }
         }
     }
 
-    async fn observe_lock(&mut self, lock: &LockKey, content: LockContent) {
+    async fn observe_lock(&mut self, lock: &LockKey, content: LockContent, at: Moment) {
         if let Some(policy) = self.by_lock.get(lock).cloned() {
-            self.observe(&policy, content).await;
+            self.observe(&policy, content, at).await;
             self.refresh(&policy);
         }
     }
 
-    async fn observe(&mut self, policy: &PolicyKey, content: LockContent) {
+    async fn observe(&mut self, policy: &PolicyKey, content: LockContent, at: Moment) {
         let Some(observation) = self.entries.get_mut(policy).and_then(|e| e.observation.as_mut()) else { return };
-        let occurrences = observation.observe(Moment::now(), content);
+        let occurrences = observation.observe(at, content);
         let new_holder = occurrences
             .iter()
             .any(|o| matches!(o, Occurrence::LeaderElected { .. } | Occurrence::LeaderChanged { .. }));
