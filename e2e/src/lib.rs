@@ -636,6 +636,20 @@ impl App {
         policy.status.map(|s| s.leader).unwrap_or_default()
     }
 
+    /// Waits until the policy's status shows `leader` in `state`. Status and Events are
+    /// separate writes, so a test that saw an Event must still wait for the status.
+    pub async fn wait_leader(&self, client: &Client, leader: &str, state: election_operator::api::PolicyState) {
+        wait_policy(
+            client,
+            &self.namespace,
+            &self.name,
+            &format!("leader {leader}, {state:?}"),
+            Duration::from_secs(60),
+            |p| p.status.as_ref().is_some_and(|s| s.leader == leader && s.state == Some(state)),
+        )
+        .await;
+    }
+
     /// The exact series of a per-policy metric for this app's policy.
     pub fn series(&self, metric: &str) -> String {
         format!(r#"{metric}{{namespace="{}",policy="{}"}}"#, self.namespace, self.name)

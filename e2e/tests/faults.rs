@@ -199,7 +199,7 @@ async fn compacted_watch_history_makes_the_operator_list_again_and_get_it_right(
     operator.signal("CONT");
 
     wait_policy_event(&client, &ns.name, "compacted", "LeaderChanged", &format!("{first} -> {second}"), SETTLE).await;
-    assert_eq!(app.leader(&client, PolicyState::Healthy).await, second);
+    app.wait_leader(&client, &second, PolicyState::Healthy).await;
     assert_eq!(count_policy_events(&client, &ns.name, "compacted", "LeaderChanged").await, 1);
     let restarts =
         sample(&operator.metrics().await, r#"election_watch_restarts_total{resource="leases"}"#).unwrap_or(0.0);

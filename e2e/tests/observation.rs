@@ -72,8 +72,13 @@ async fn the_leader_is_shown_and_a_killed_leader_is_replaced() {
     electors[index].kill();
     let changed =
         wait_policy_event(&client, &ns.name, "payments", "LeaderChanged", &format!("{leader} -> "), SETTLE).await;
-    let successor = app.leader(&client, PolicyState::Healthy).await;
-    assert_ne!(successor, leader);
+    let policy = wait_policy(&client, &ns.name, "payments", "a new leader, Healthy", SETTLE, |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| !s.leader.is_empty() && s.leader != leader && s.state == Some(PolicyState::Healthy))
+    })
+    .await;
+    let successor = policy.status.unwrap().leader;
     assert!(changed.note.unwrap().contains(&format!("{leader} -> {successor}")));
     let policy = election_e2e::get_policy(&client, &ns.name, "payments").await.unwrap();
     assert_eq!(policy.status.unwrap().leader_transitions, Some(1));
@@ -129,7 +134,7 @@ async fn a_stopped_leader_is_stale_within_a_second_of_its_deadline_and_a_new_one
     let _successor = app.elector(ElectorBuild::Current, 1, &[]);
     wait_policy_event(&client, &ns.name, "scheduler", "LeaderChanged", &format!("{leader} -> {}", app.pods[1]), SETTLE)
         .await;
-    assert_eq!(app.leader(&client, PolicyState::Healthy).await, app.pods[1]);
+    app.wait_leader(&client, &app.pods[1], PolicyState::Healthy).await;
     assert_eq!(count_policy_events(&client, &ns.name, "scheduler", "LeaseRecovered").await, 0);
     frozen.signal("CONT");
 }
@@ -147,7 +152,7 @@ async fn the_same_holder_renewing_after_a_stale_spell_is_a_recovery() {
     elector.signal("CONT");
     let recovered = wait_policy_event(&client, &ns.name, "batch", "LeaseRecovered", &leader, SETTLE).await;
     assert!(recovered.note.unwrap().contains("stale since"));
-    assert_eq!(app.leader(&client, PolicyState::Healthy).await, leader);
+    app.wait_leader(&client, &leader, PolicyState::Healthy).await;
     let waited =
         kubectl(&["wait", "-n", &ns.name, "--for=condition=LeaderHealthy=true", "elp/batch", "--timeout=10s"], None);
     assert!(waited.status.success());
@@ -253,7 +258,7 @@ async fn a_restarted_operator_reports_what_happened_while_it_was_down_once() {
         SETTLE,
     )
     .await;
-    assert_eq!(app.leader(&client, PolicyState::Healthy).await, app.pods[1]);
+    app.wait_leader(&client, &app.pods[1], PolicyState::Healthy).await;
     let events = policy_events(&client, &ns.name, "worker").await;
     let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).filter(|r| r.starts_with("Leader")).collect();
     assert_eq!(reasons, ["LeaderElected", "LeaderChanged"], "{events:?}");
