@@ -57,8 +57,10 @@ const (
 	renewEvery      = 2 * time.Second
 	noiseRenewEvery = 10 * time.Second
 	leaseSeconds    = 15
-	operatorAccount = "bench-operator"
-	operatorNS      = "election-system"
+	// The operator's default detection.slowRenewalAfter.
+	slowRenewalAfter = 5 * time.Second
+	operatorAccount  = "bench-operator"
+	operatorNS       = "election-system"
 )
 
 var policyGVR = schema.GroupVersionResource{Group: "election.dev", Version: "v1alpha1", Resource: "electionpolicies"}
@@ -117,6 +119,10 @@ type generator struct {
 	renewals atomic.Int64
 	errors   atomic.Int64
 	paused   atomic.Bool
+	// late counts renewals acknowledged more than slowRenewalAfter after the previous
+	// one: gaps the operator rightly reports as RenewalsSlow (and writes status for), which
+	// a loaded 2-core machine produces now and then.
+	late atomic.Int64
 }
 
 func newGenerator(ctx context.Context, client kubernetes.Interface, ns, prefix string, count int, labels map[string]string, period time.Duration) (*generator, error) {
@@ -182,7 +188,11 @@ func (g *generator) renew(ctx context.Context, name string) (bool, error) {
 	if l.paused {
 		return false, nil
 	}
-	_, err := g.updateLocked(ctx, name, l, renew)
+	previous := l.lastAck
+	acked, err := g.updateLocked(ctx, name, l, renew)
+	if err == nil && acked.Sub(previous) > slowRenewalAfter {
+		g.late.Add(1)
+	}
 	return err == nil, err
 }
 
@@ -385,6 +395,7 @@ type result struct {
 	eventsPerRenewal, eventsPerRenewalNoNoise   float64
 	steadyEvents                                []string
 	apiPerSec, writesPerRenewal                 float64
+	lateRenewals                                int64
 	renewals                                    int64
 	ksmRSS, ksmPeak, ksmCPU                     float64
 	ksm                                         bool
@@ -453,7 +464,7 @@ func run(o options) error {
 		return err
 	}
 	defer operator.stop()
-	if err := waitHealthy(ctx, dyn, ns, o.policies, 5*time.Minute); err != nil {
+	if err := waitPolicies(ctx, dyn, ns, o.policies, 5*time.Minute, false); err != nil {
 		return err
 	}
 	r.readyIn = time.Since(started)
@@ -472,10 +483,21 @@ func run(o options) error {
 		_, r.ksmPeak = ksm.memory()
 	}
 
+	// The start-up burst (labelling every lock, first statuses and Events, kube-state-metrics
+	// listing) loads this 2-core machine enough that the generator falls seconds behind, and
+	// the operator rightly reports RenewalsSlow; the steady window starts once every policy
+	// is back to plain renewals, so that it measures the steady state, not the clearing.
+	settleFrom := time.Now()
+	if err := waitPolicies(ctx, dyn, ns, o.policies, 5*time.Minute, true); err != nil {
+		return err
+	}
+	logf("all renewing on time after another %s", time.Since(settleFrom).Round(time.Millisecond))
+
 	logf("steady state with noise: %s", o.steady)
 	user := fmt.Sprintf("system:serviceaccount:%s:%s", operatorNS, operatorAccount)
 	const lockEvents = `election_lock_watch_events_total{resource="leases"}`
 	cpu0, writes0, renewals0 := operator.cpu(), scrape(metricsPort, "election_status_writes_total"), apps.renewals.Load()
+	late0 := apps.late.Load()
 	events0 := scrape(metricsPort, lockEvents)
 	published0 := scrapeFamily(metricsPort, "election_events_total")
 	var ksmCPU0 float64
@@ -489,6 +511,7 @@ func run(o options) error {
 	r.cpuPerMin = (operator.cpu() - cpu0) / minutes
 	r.rssSteady, _ = operator.memory()
 	r.renewals = apps.renewals.Load() - renewals0
+	r.lateRenewals = apps.late.Load() - late0
 	r.writesPerRenewal = (scrape(metricsPort, "election_status_writes_total") - writes0) / float64(max(r.renewals, 1))
 	r.eventsPerRenewal = (scrape(metricsPort, lockEvents) - events0) / float64(max(r.renewals, 1))
 	for series, value := range scrapeFamily(metricsPort, "election_events_total") {
@@ -647,7 +670,9 @@ func waitGone(ctx context.Context, client kubernetes.Interface, ns string) {
 	}
 }
 
-func waitHealthy(ctx context.Context, dyn dynamic.Interface, ns string, count int, timeout time.Duration) error {
+// waitPolicies waits until all count policies are Healthy and, with onTime, also free of
+// RenewalsSlow (their LeaderHealthy reason is LeaderRenewing).
+func waitPolicies(ctx context.Context, dyn dynamic.Interface, ns string, count int, timeout time.Duration, onTime bool) error {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		list, err := dyn.Resource(policyGVR).Namespace(ns).List(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -655,7 +680,7 @@ func waitHealthy(ctx context.Context, dyn dynamic.Interface, ns string, count in
 		}
 		healthy := 0
 		for _, item := range list.Items {
-			if state, _, _ := unstructured.NestedString(item.Object, "status", "state"); state == "Healthy" {
+			if state, _, _ := unstructured.NestedString(item.Object, "status", "state"); state == "Healthy" && (!onTime || renewing(item.Object)) {
 				healthy++
 			}
 		}
@@ -663,7 +688,17 @@ func waitHealthy(ctx context.Context, dyn dynamic.Interface, ns string, count in
 			return nil
 		}
 	}
-	return fmt.Errorf("not all %d policies became Healthy within %s", count, timeout)
+	return fmt.Errorf("not all %d policies became Healthy (on time: %t) within %s", count, onTime, timeout)
+}
+
+func renewing(policy map[string]interface{}) bool {
+	conditions, _, _ := unstructured.NestedSlice(policy, "status", "conditions")
+	for _, c := range conditions {
+		if c, ok := c.(map[string]interface{}); ok && c["type"] == "LeaderHealthy" {
+			return c["reason"] == "LeaderRenewing"
+		}
+	}
+	return false
 }
 
 func waitHTTP(url string, timeout time.Duration) {
@@ -827,7 +862,8 @@ func (r result) markdown() string {
 		steady = strings.Join(r.steadyEvents, ", ")
 	}
 	fmt.Fprintf(&b, "| Events published in the steady window (with noise) | %s | |\n", strings.ReplaceAll(steady, "|", "/"))
-	fmt.Fprintf(&b, "| status writes per plain renewal | %.4f (%d renewals) | |\n", r.writesPerRenewal, r.renewals)
+	fmt.Fprintf(&b, "| status writes per plain renewal | %.4f (%d renewals) | renewals acknowledged > %s after the previous one (real RenewalsSlow): %d |\n",
+		r.writesPerRenewal, r.renewals, slowRenewalAfter, r.lateRenewals)
 	fmt.Fprintf(&b, "| time to all policies Healthy from start | %s | |\n", r.readyIn.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| samples | %d transitions (%d without Event), %d stale (%d without Event), %d renewal errors | |\n",
 		len(r.event), r.transitionsMissed, len(r.stale), r.staleMissed, r.renewErrors)
