@@ -88,8 +88,29 @@ enum LogFormat {
     Json,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
+    limit_malloc_arenas();
+    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(operator_main())
+}
+
+/// glibc's malloc gives threads that contend for the heap arenas of their own, up to eight
+/// per core, and memory freed into one arena is not reused by another. With tokio's
+/// worker threads trading allocations, that fragmentation was a sixth of the operator's
+/// RSS at 1000 policies (37 MiB against 32 MiB with two arenas, BENCHMARKS.md), for no
+/// measurable CPU. It must be set before the first thread starts.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn limit_malloc_arenas() {
+    // SAFETY: mallopt only adjusts allocator parameters; called before any other thread
+    // exists, so nothing allocates concurrently.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn limit_malloc_arenas() {}
+
+async fn operator_main() -> anyhow::Result<()> {
     let args = Args::parse();
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
