@@ -72,6 +72,12 @@ struct Args {
     #[arg(long, env = "ELECTION_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 4)]
     max_concurrent_reconciles: u16,
 
+    /// Threads running the operator's tasks. Its work is watch events handed from task to
+    /// task; with one thread those hand-offs need no cross-thread wake-ups, which cost a
+    /// fifth of its CPU with two (BENCHMARKS.md). Raise it for very large clusters.
+    #[arg(long, env = "ELECTION_OPERATOR_WORKER_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    worker_threads: u16,
+
     /// Log format.
     #[arg(long, env = "ELECTION_OPERATOR_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
@@ -90,7 +96,12 @@ enum LogFormat {
 
 fn main() -> anyhow::Result<()> {
     limit_malloc_arenas();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(operator_main())
+    let args = Args::parse();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.worker_threads.into())
+        .enable_all()
+        .build()?
+        .block_on(operator_main(args))
 }
 
 /// glibc's malloc gives threads that contend for the heap arenas of their own, up to eight
@@ -110,8 +121,7 @@ fn limit_malloc_arenas() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn limit_malloc_arenas() {}
 
-async fn operator_main() -> anyhow::Result<()> {
-    let args = Args::parse();
+async fn operator_main(args: Args) -> anyhow::Result<()> {
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,kube=warn,tower=warn,hyper=warn"));
     match args.log_format {

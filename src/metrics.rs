@@ -207,6 +207,22 @@ impl Metrics {
         snapshots.insert(key, snapshot);
     }
 
+    /// A plain renewal: only the renewal times of the policy's snapshot move.
+    pub fn renewed(
+        &self,
+        key: &PolicyKey,
+        last_change: Option<Instant>,
+        deadline: Option<Instant>,
+        renewal_interval: Option<Duration>,
+    ) {
+        let mut snapshots = self.inner.policies.snapshots.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(snapshot) = snapshots.get_mut(key) {
+            snapshot.last_change = last_change;
+            snapshot.deadline = deadline;
+            snapshot.renewal_interval = renewal_interval;
+        }
+    }
+
     pub fn remove_policy(&self, key: &PolicyKey) {
         let mut snapshots = self.inner.policies.snapshots.write().unwrap_or_else(|e| e.into_inner());
         snapshots.remove(key);

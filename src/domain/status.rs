@@ -395,4 +395,65 @@ mod tests {
         assert_ne!(before.last_observed_renewal, after.last_observed_renewal);
         assert!(!differs_for_users(&before, &after));
     }
+
+    /// One step of a lock's life for the property below.
+    #[derive(Clone, Debug)]
+    enum Step {
+        /// After this many ms, the holder (0: none, else pod-N) renews.
+        Renew(u64, u8),
+        /// After this many ms, the deadline timer fires.
+        Deadline(u64),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u64..8_000, prop_oneof![8 => Just(1u8), 1 => Just(2u8), 1 => Just(0u8)])
+                .prop_map(|(ms, holder)| Step::Renew(ms, holder)),
+            (0u64..20_000).prop_map(Step::Deadline),
+        ]
+    }
+
+    proptest::proptest! {
+        /// The observer skips rendering when the status view is unchanged (the hot path of
+        /// a plain renewal); that is only sound if an unchanged view never renders a status
+        /// users would see differ.
+        #[test]
+        fn an_unchanged_status_view_renders_no_change_users_see(steps in proptest::collection::vec(step(), 1..40)) {
+            let r = report(ConfigOutcome::Injected(vec!["web".into()]));
+            let holder = HolderCheck::default();
+            let mut now = Moment::now();
+            let mut o = observed("pod-1", 1, now);
+            let mut written = render(&r, Some(&o), &holder, None, now.wall);
+            let mut second = 1;
+            for step in steps {
+                let view = o.status_view();
+                let occurrences = match step {
+                    Step::Renew(ms, who) => {
+                        now = now.after(Duration::from_millis(ms));
+                        second += 1;
+                        let holder = if who == 0 { String::new() } else { format!("pod-{who}") };
+                        o.observe(now, LockContent::Record(LeaderElectionRecord {
+                            holder_identity: holder,
+                            lease_duration_seconds: 15,
+                            acquire_time: Some(Timestamp::from_second(100).unwrap().to_string()),
+                            renew_time: Some(Timestamp::from_second(second).unwrap().to_string()),
+                            leader_transitions: 2,
+                        }))
+                    }
+                    Step::Deadline(ms) => {
+                        now = now.after(Duration::from_millis(ms));
+                        o.check_deadline(now)
+                    }
+                };
+                let rendered = render(&r, Some(&o), &holder, Some(&written), now.wall);
+                if occurrences.is_empty() && o.status_view() == view {
+                    proptest::prop_assert!(!differs_for_users(&written, &rendered), "{written:?}\n{rendered:?}");
+                }
+                if differs_for_users(&written, &rendered) {
+                    written = rendered;
+                }
+            }
+        }
+    }
 }

@@ -324,22 +324,49 @@ impl Observer {
     }
 
     async fn observe_lock(&mut self, lock: &LockKey, content: LockContent, at: Moment) {
-        if let Some(policy) = self.by_lock.get(lock).cloned() {
-            self.observe(&policy, content, at).await;
+        let Some(policy) = self.by_lock.get(lock).cloned() else { return };
+        let view = |entries: &HashMap<PolicyKey, Entry>| {
+            entries.get(&policy).and_then(|e| e.observation.as_ref()).map(LockObservation::status_view)
+        };
+        let before = view(&self.entries);
+        let noteworthy = self.observe(&policy, content, at).await;
+        if noteworthy || before.is_none() || view(&self.entries) != before {
             self.refresh(&policy);
+        } else {
+            self.renewed(&policy);
         }
     }
 
-    async fn observe(&mut self, policy: &PolicyKey, content: LockContent, at: Moment) {
-        let Some(observation) = self.entries.get_mut(policy).and_then(|e| e.observation.as_mut()) else { return };
+    /// A plain renewal: the status users see is unchanged, so only the deadline timer and
+    /// the renewal metrics move. This is the operator's hot path, once per renewal per lock.
+    fn renewed(&mut self, policy: &PolicyKey) {
+        let Some(entry) = self.entries.get_mut(policy) else { return };
+        let Some(observation) = entry.observation.as_ref() else { return };
+        arm(&mut self.timers, &mut entry.timer, policy, observation.deadline());
+        self.metrics.renewed(
+            policy,
+            observation.last_change().map(|m| m.monotonic),
+            observation.stale_deadline(),
+            observation.stats().last_interval,
+        );
+    }
+
+    /// Applies what was observed and reports it; true when that was more than a renewal
+    /// (an Event, or a holder to check).
+    async fn observe(&mut self, policy: &PolicyKey, content: LockContent, at: Moment) -> bool {
+        let Some(observation) = self.entries.get_mut(policy).and_then(|e| e.observation.as_mut()) else {
+            return false;
+        };
         let occurrences = observation.observe(at, content);
         let new_holder = occurrences
             .iter()
             .any(|o| matches!(o, Occurrence::LeaderElected { .. } | Occurrence::LeaderChanged { .. }));
+        let noteworthy = !occurrences.is_empty();
         self.report(policy, occurrences).await;
         if new_holder {
             self.check_holder(policy).await;
         }
+        noteworthy
     }
 
     async fn deadline(&mut self, policy: PolicyKey) {
@@ -419,15 +446,7 @@ impl Observer {
         }
 
         let deadline = entry.observation.as_ref().and_then(LockObservation::deadline);
-        match (deadline, entry.timer.as_ref()) {
-            (Some(at), Some(timer)) => self.timers.reset_at(timer, at.into()),
-            (Some(at), None) => entry.timer = Some(self.timers.insert_at(policy.clone(), at.into())),
-            (None, Some(timer)) => {
-                self.timers.remove(timer);
-                entry.timer = None;
-            }
-            (None, None) => {}
-        }
+        arm(&mut self.timers, &mut entry.timer, policy, deadline);
 
         let observation = entry.observation.as_ref();
         self.metrics.set_policy(
@@ -466,6 +485,24 @@ impl Observer {
             debug!(namespace = %policy.0, policy = %policy.1, reason = notice.reason, note = %notice.note, "event");
             let _ = self.events.send((entry.regarding.clone(), notice)).await;
         }
+    }
+}
+
+/// Sets, moves or removes a policy's deadline timer.
+fn arm(
+    timers: &mut DelayQueue<PolicyKey>,
+    timer: &mut Option<delay_queue::Key>,
+    policy: &PolicyKey,
+    deadline: Option<std::time::Instant>,
+) {
+    match (deadline, timer.as_ref()) {
+        (Some(at), Some(key)) => timers.reset_at(key, at.into()),
+        (Some(at), None) => *timer = Some(timers.insert_at(policy.clone(), at.into())),
+        (None, Some(key)) => {
+            timers.remove(key);
+            *timer = None;
+        }
+        (None, None) => {}
     }
 }
 
