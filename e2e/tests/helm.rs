@@ -265,7 +265,9 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
     for operator in &mut operators {
         let log = operator.log_text();
         assert!(
-            !log.contains("403") && !log.to_lowercase().contains("forbidden"),
+            // kube's error for a refusal says "Forbidden" and "code: 403"; a bare "403" would
+            // also match timestamps and generated names.
+            !log.contains("code: 403") && !log.to_lowercase().contains("forbidden"),
             "the chart's RBAC refused something:\n{log}"
         );
         operator.kill();
