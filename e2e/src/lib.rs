@@ -496,6 +496,19 @@ pub fn audited_requests(username: &str) -> Vec<(String, String, String, u16)> {
         .collect()
 }
 
+/// The requests of `username` that RBAC refused (the audit log's authorization decision
+/// "forbid"), as "verb resource"; other 403s, such as writes into a namespace being
+/// deleted, are admission's and not counted.
+pub fn rbac_denials(username: &str) -> Vec<String> {
+    let log = std::fs::read_to_string(repo_root().join("e2e/.cluster/logs/audit.log")).unwrap_or_default();
+    log.lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|entry| entry["user"]["username"] == username)
+        .filter(|entry| entry["annotations"]["authorization.k8s.io/decision"] == "forbid")
+        .map(|entry| format!("{} {} {}", entry["verb"], entry["objectRef"]["resource"], entry["requestURI"]))
+        .collect()
+}
+
 /// Runs `e2e/cluster ARGS` (stop/start a component for fault tests).
 pub fn cluster(args: &[&str]) {
     let output = Command::new(repo_root().join("e2e/cluster")).args(args).output().expect("e2e/cluster runs");
