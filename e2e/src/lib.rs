@@ -479,10 +479,8 @@ pub fn service_account_kubeconfig(namespace: &str, service_account: &str) -> Pat
 /// Every (apiGroup, resource[/subresource], verb) the user did, and the status codes it
 /// got, from the local API server's audit log.
 pub fn audited_requests(username: &str) -> Vec<(String, String, String, u16)> {
-    let log = std::fs::read_to_string(repo_root().join("e2e/.cluster/logs/audit.log")).unwrap_or_default();
-    log.lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|entry| entry["user"]["username"] == username)
+    audit_entries(username)
+        .into_iter()
         .filter_map(|entry| {
             let object = &entry["objectRef"];
             let mut resource = object["resource"].as_str()?.to_string();
@@ -500,12 +498,19 @@ pub fn audited_requests(username: &str) -> Vec<(String, String, String, u16)> {
 /// "forbid"), as "verb resource"; other 403s, such as writes into a namespace being
 /// deleted, are admission's and not counted.
 pub fn rbac_denials(username: &str) -> Vec<String> {
+    audit_entries(username)
+        .into_iter()
+        .filter(|entry| entry["annotations"]["authorization.k8s.io/decision"] == "forbid")
+        .map(|entry| format!("{} {} {}", entry["verb"], entry["objectRef"]["resource"], entry["requestURI"]))
+        .collect()
+}
+
+/// The API server's audit log entries for `username`.
+fn audit_entries(username: &str) -> Vec<Value> {
     let log = std::fs::read_to_string(repo_root().join("e2e/.cluster/logs/audit.log")).unwrap_or_default();
     log.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
         .filter(|entry| entry["user"]["username"] == username)
-        .filter(|entry| entry["annotations"]["authorization.k8s.io/decision"] == "forbid")
-        .map(|entry| format!("{} {} {}", entry["verb"], entry["objectRef"]["resource"], entry["requestURI"]))
         .collect()
 }
 
