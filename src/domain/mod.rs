@@ -6,6 +6,7 @@ pub mod injection;
 pub mod leadership;
 pub mod lock_record;
 pub mod observation;
+pub mod pending_writes;
 pub mod reasons;
 pub mod status;
 pub mod validation;

@@ -14,7 +14,7 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
     Api, Client, Resource, ResourceExt,
-    api::{Patch, PatchParams},
+    api::{ListParams, Patch, PatchParams},
     core::SelectorExt,
     runtime::{
         Controller, WatchStreamExt,
@@ -33,12 +33,14 @@ use crate::{
     domain::{
         claims::{Claimant, find_conflict},
         injection::{FIELD_MANAGER, apply_config, injected_by, is_applied, removal_config},
+        pending_writes::PendingWrites,
         reasons::{condition, condition_reason, event},
         status::{ConfigOutcome, ConfigReport},
         validation::{Detection, InvalidPolicy, PolicyOptions, ValidPolicy, validate},
     },
     k8s::{
         WatchBackoff, api_call,
+        cache_sync::CacheSync,
         events::{EventPublisher, Notice, Regarding, Severity},
         observer::{ObserverHandle, Registration},
         status_code,
@@ -58,6 +60,10 @@ pub struct Context {
     pub metrics: Metrics,
     pub deployments: Store<Deployment>,
     pub policies: Store<ElectionPolicy>,
+    /// Open once both stores have listed: no decision is taken from them before.
+    caches: CacheSync,
+    /// Deployment writes the cache may not show yet, so they are not made twice.
+    pending_writes: std::sync::Mutex<PendingWrites>,
     /// Policies to reconcile again because one they conflicted with changed.
     retry: mpsc::UnboundedSender<ObjectRef<ElectionPolicy>>,
     /// Validation results by policy uid, for the generation they were computed for: the
@@ -70,6 +76,26 @@ pub struct Context {
 type CachedValidation = (Option<i64>, Result<ValidPolicy, InvalidPolicy>);
 
 impl Context {
+    /// Whether `config` was already written in a write this cached copy of `deployment`
+    /// does not show yet.
+    fn already_written(&self, deployment: &Deployment, config: &serde_json::Value) -> bool {
+        let (uid, generation) = (deployment.uid().unwrap_or_default(), deployment.metadata.generation.unwrap_or(0));
+        self.pending_writes.lock().unwrap_or_else(|e| e.into_inner()).already_written(&uid, generation, config)
+    }
+
+    /// Remembers a write of `config`, as the API server answered it (`written`).
+    fn record_write(&self, written: &Deployment, config: &serde_json::Value) {
+        let (uid, generation) = (written.uid().unwrap_or_default(), written.metadata.generation.unwrap_or(0));
+        let mut writes = self.pending_writes.lock().unwrap_or_else(|e| e.into_inner());
+        writes.record(&uid, generation, config);
+        if writes.len() > 2 * self.deployments.len() + 64 {
+            // Forget Deployments deleted before the cache caught up with a write to them.
+            let live: std::collections::HashSet<String> =
+                self.deployments.state().iter().filter_map(|d| d.uid()).collect();
+            writes.retain(|uid| live.contains(uid));
+        }
+    }
+
     /// The policy's validation result, computed once per generation.
     fn validate(&self, policy: &ElectionPolicy) -> Result<ValidPolicy, InvalidPolicy> {
         let uid = policy.uid().unwrap_or_default();
@@ -107,12 +133,19 @@ pub struct Parts {
 /// synced.
 pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: CancellationToken) {
     let Parts { client, options, observer, events, metrics, concurrency } = parts;
-    // Ready once both caches have listed. (Not Store::wait_until_ready: kube-runtime wakes
-    // only one of several waiters, and the controller is already one.)
-    let synced = Arc::new(SyncLatch::new(2, ready));
+    // Reconciles, and readiness, wait until both caches have listed.
+    let caches = CacheSync::new();
+    let policies_listed = caches.expect("policies");
+    let deployments_listed = caches.expect("deployments");
+    {
+        let caches = caches.clone();
+        tokio::spawn(async move {
+            caches.wait().await;
+            ready();
+        });
+    }
     let policy_api: Api<ElectionPolicy> = Api::all(client.clone());
     let (policies, policy_writer) = reflector::store();
-    let policy_synced = synced.clone();
     let (gone, gone_policies) = mpsc::unbounded_channel();
     let mut listing = (Vec::new(), std::time::Instant::now());
     let policy_stream = reflector::reflector(
@@ -121,7 +154,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
             // Managed fields are of no use here, and would take most of the cache.
             .modify(|p| p.managed_fields_mut().clear())
             .inspect_ok(move |event| {
-                policy_synced.listed(event);
+                policies_listed.observe(event);
                 track_deletions(event, &mut listing, &gone);
             })
             .backoff(WatchBackoff::new()),
@@ -133,13 +166,12 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
 
     let deployment_api: Api<Deployment> = Api::all(client.clone());
     let (deployments, deployment_writer) = reflector::store();
-    let deployment_synced = synced.clone();
     let deployment_stream = reflector::reflector(
         deployment_writer,
         watcher(deployment_api, watcher::Config::default())
             // Managed fields are most of a Deployment's size and of no use here.
             .modify(|d| d.managed_fields_mut().clear())
-            .inspect_ok(move |event| deployment_synced.listed(event))
+            .inspect_ok(move |event| deployments_listed.observe(event))
             .backoff(WatchBackoff::new()),
     )
     .touched_objects();
@@ -153,6 +185,8 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         metrics,
         deployments: deployments.clone(),
         policies: policies.clone(),
+        caches,
+        pending_writes: std::sync::Mutex::default(),
         retry,
         validated: std::sync::Mutex::default(),
     });
@@ -214,32 +248,6 @@ async fn forget_deleted_policies(mut gone: mpsc::UnboundedReceiver<Gone>, observ
     }
 }
 
-type ReadyCallback = Box<dyn FnOnce() + Send>;
-
-/// Calls its callback once every one of `count` watches has completed its first list.
-struct SyncLatch {
-    remaining: std::sync::Mutex<(usize, Option<ReadyCallback>)>,
-}
-
-impl SyncLatch {
-    fn new(count: usize, ready: impl FnOnce() + Send + 'static) -> Self {
-        SyncLatch { remaining: std::sync::Mutex::new((count, Some(Box::new(ready)))) }
-    }
-
-    fn listed<K>(&self, event: &watcher::Event<K>) {
-        if !matches!(event, watcher::Event::InitDone) {
-            return;
-        }
-        let mut remaining = self.remaining.lock().unwrap_or_else(|e| e.into_inner());
-        remaining.0 = remaining.0.saturating_sub(1);
-        if remaining.0 == 0
-            && let Some(ready) = remaining.1.take()
-        {
-            ready();
-        }
-    }
-}
-
 fn tokio_stream_from<T: Send + 'static>(
     mut receiver: mpsc::UnboundedReceiver<T>,
 ) -> impl futures::Stream<Item = T> + Send {
@@ -270,6 +278,10 @@ fn policies_for_deployment(
 async fn reconcile(policy: Arc<ElectionPolicy>, context: Arc<Context>) -> Result<Action> {
     let namespace = policy.namespace().ok_or(Error::MissingField("metadata.namespace"))?;
     let span = info_span!("reconcile", namespace = %namespace, policy = %policy.name_any());
+    // kube-runtime holds reconciles until the policy cache has listed; the Deployment cache
+    // must have too, or a missing carrier would look like a Deployment without the
+    // configuration (and a deleted policy would release its finalizer over an orphan).
+    context.caches.wait().await;
     let started = std::time::Instant::now();
     let result = reconcile_policy(&policy, &context, &namespace).instrument(span).await;
     context.metrics.reconciled(started.elapsed(), result.as_ref().err().map(Error::metric_label));
@@ -402,8 +414,13 @@ async fn cleanup(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let regarding = regarding(policy);
-    for deployment in carriers(context, &namespace, &name) {
-        remove_injection(&deployment, &regarding, context).await?;
+    // Releasing the finalizer is the one decision nothing corrects afterwards: an injection
+    // missed here stays in the Deployment for good. So the carriers come from a fresh list,
+    // not from the cache, which may not show a configuration applied moments ago.
+    let api: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    let listed = api_call(&context.metrics, "list_deployments", api.list(&ListParams::default())).await?;
+    for deployment in listed.items.iter().filter(|d| injected_by(d) == Some(name.as_str())) {
+        remove_injection(deployment, &regarding, context).await?;
     }
     context.observer.unregister((namespace, name.clone())).await;
     retry_conflicting(context, &regarding);
@@ -487,7 +504,7 @@ async fn inject(
                 continue;
             }
         };
-        if is_applied(deployment, &config) {
+        if is_applied(deployment, &config) || context.already_written(deployment, &config) {
             injected.push(deployment_name);
             continue;
         }
@@ -507,7 +524,8 @@ async fn inject(
         )
         .await
         {
-            Ok(_) => {
+            Ok(written) => {
+                context.record_write(&written, &config);
                 info!(deployment = %deployment_name, mode = ?valid.injection.mode, "configuration injected");
                 publish(
                     context,
@@ -543,13 +561,17 @@ async fn inject(
 async fn remove_injection(deployment: &Deployment, regarding: &Regarding, context: &Context) -> Result<()> {
     let deployment_name = deployment.name_any();
     let config = removal_config(deployment)?;
+    if context.already_written(deployment, &config) {
+        return Ok(());
+    }
     let api: Api<Deployment> = Api::namespaced(context.client.clone(), &deployment.namespace().unwrap_or_default());
     let mut params = PatchParams::apply(FIELD_MANAGER);
     params.force = config.get("spec").is_some();
     match api_call(&context.metrics, "apply_deployment", api.patch(&deployment_name, &params, &Patch::Apply(&config)))
         .await
     {
-        Ok(_) => {
+        Ok(written) => {
+            context.record_write(&written, &config);
             info!(deployment = %deployment_name, "configuration removed");
             publish(
                 context,

@@ -2,6 +2,7 @@
 //! [`crate::domain`]; this layer feeds it what the cluster says and carries out what it
 //! decides.
 
+pub mod cache_sync;
 pub mod controller;
 pub mod events;
 pub mod leader_election;

@@ -29,7 +29,7 @@ use crate::{
     k8s::{
         events::{EventPublisher, Notice, Regarding, Severity},
         locks::LockLabeler,
-        pods::PodIndex,
+        pods::{HolderPod, PodIndex},
         status_writer::StatusWriter,
     },
     metrics::{Metrics, PolicyKey, PolicySnapshot},
@@ -80,8 +80,9 @@ enum Command {
     /// one registered since may have been created after the list was taken.
     Retain(Vec<PolicyKey>, Instant),
     Lock(LockEvent),
-    /// A Pod in this namespace appeared, changed or went.
-    PodsChanged(String),
+    /// A Pod in this namespace appeared, changed or went; `None`: the Pods were (re)listed,
+    /// any namespace may have changed.
+    PodsChanged(Option<String>),
 }
 
 /// Cheap to clone; sends to the observer task.
@@ -107,7 +108,7 @@ impl ObserverHandle {
         let _ = self.commands.send(Command::Lock(event)).await;
     }
 
-    pub async fn pods_changed(&self, namespace: String) {
+    pub async fn pods_changed(&self, namespace: Option<String>) {
         let _ = self.commands.send(Command::PodsChanged(namespace)).await;
     }
 }
@@ -193,7 +194,12 @@ impl Observer {
                     }
                     Some(Command::Lock(event)) => self.lock_event(event).await,
                     Some(Command::PodsChanged(namespace)) => {
-                        let affected: Vec<PolicyKey> = self.entries.keys().filter(|(ns, _)| *ns == namespace).cloned().collect();
+                        let affected: Vec<PolicyKey> = self
+                            .entries
+                            .keys()
+                            .filter(|(ns, _)| namespace.as_ref().is_none_or(|changed| changed == ns))
+                            .cloned()
+                            .collect();
                         for policy in affected {
                             self.check_holder(&policy).await;
                             self.refresh(&policy);
@@ -397,13 +403,29 @@ impl Observer {
     async fn check_holder(&mut self, policy: &PolicyKey) {
         let Some(entry) = self.entries.get_mut(policy) else { return };
         let leader = entry.observation.as_ref().map(|o| o.leader().to_string()).unwrap_or_default();
-        let holder_pod = (!leader.is_empty() && !entry.pod_selectors.is_empty())
-            .then(|| self.pods.holder_pod(&policy.0, &leader, &entry.pod_selectors));
-        let not_found = matches!(holder_pod, Some(None));
+        if entry.pod_selectors.is_empty() {
+            entry.holder.not_found_among = None;
+            return;
+        }
+        let holder_pod = if leader.is_empty() {
+            None
+        } else {
+            match self.pods.holder_pod(&policy.0, &leader, &entry.pod_selectors) {
+                Some(found) => Some(found),
+                // The Pods are not listed yet: nothing can be said of the holder. The
+                // listing's completion brings every policy back here.
+                None => return,
+            }
+        };
+        let not_found = holder_pod == Some(HolderPod::NotFound);
         let was_not_found = entry.holder.not_found_among.is_some();
         entry.holder.not_found_among = not_found.then(|| entry.deployments.clone());
-        if entry.leader_pod_label && !entry.pod_selectors.is_empty() {
-            self.pods.label_leader(&policy.0, holder_pod.flatten().as_deref(), &entry.pod_selectors);
+        if entry.leader_pod_label {
+            let leader_pod = match &holder_pod {
+                Some(HolderPod::Found(pod)) => Some(pod.as_str()),
+                _ => None,
+            };
+            self.pods.label_leader(&policy.0, leader_pod, &entry.pod_selectors);
         }
         if not_found && !was_not_found {
             let lock = entry.report.lock.as_ref().map(ToString::to_string).unwrap_or_default();
@@ -429,11 +451,13 @@ impl Observer {
     /// ConfigInjected condition (reason, message) now in force.
     fn refresh(&mut self, policy: &PolicyKey) -> Option<(String, String)> {
         let entry = self.entries.get_mut(policy)?;
+        // What a status says of the holder's Pod needs the Pods listed, too.
         let waiting_for_first_look = entry
             .observation
             .as_ref()
             .zip(entry.report.lock.as_ref())
-            .is_some_and(|(_, lock)| !self.listed.contains(&lock.type_));
+            .is_some_and(|(_, lock)| !self.listed.contains(&lock.type_))
+            || (!entry.pod_selectors.is_empty() && !self.pods.is_synced());
         let now = Moment::now();
         let status = render(&entry.report, entry.observation.as_ref(), &entry.holder, entry.written.as_ref(), now.wall);
         let config = config_condition(Some(&status));

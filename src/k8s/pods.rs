@@ -15,14 +15,14 @@ use kube::{
     runtime::{
         WatchStreamExt,
         reflector::{self, Store},
-        watcher::{self, watcher},
+        watcher::{self, Event, watcher},
     },
 };
 use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{
-    k8s::{WatchBackoff, api_call, observer::ObserverHandle},
+    k8s::{WatchBackoff, api_call, cache_sync::CacheSync, observer::ObserverHandle},
     metrics::Metrics,
 };
 
@@ -36,19 +36,35 @@ pub fn holder_is_pod(holder: &str, pod: &str) -> bool {
     holder == pod || holder.strip_prefix(pod).is_some_and(|rest| rest.starts_with('_'))
 }
 
+/// What the Pod cache says of a lock holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HolderPod {
+    /// The selected Pod that holds the lock.
+    Found(String),
+    /// No selected Pod holds it.
+    NotFound,
+}
+
 /// A cache of Pod names and labels, cluster-wide.
 #[derive(Clone)]
 pub struct PodIndex {
     store: Store<PartialObjectMeta<Pod>>,
+    /// Open once the Pods have been listed: before that, no Pod found means nothing.
+    synced: CacheSync,
     client: Client,
     metrics: Metrics,
 }
 
 impl PodIndex {
-    /// Starts the Pod watch; every change is passed on to the observer by namespace.
+    /// Starts the Pod watch. Once the Pods are listed the observer is told to look at every
+    /// namespace, and from then on at each namespace where a Pod changes. Changes during a
+    /// (re)list are not passed on one by one: the store shows them all at once when the list
+    /// completes, and that is passed on as one look at everything.
     pub fn spawn(client: Client, observer: ObserverHandle, metrics: Metrics) -> Self {
         let api: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
         let (store, writer) = reflector::store();
+        let synced = CacheSync::new();
+        let listed = synced.expect("pods");
         let stream = reflector::reflector(
             writer,
             watcher(api, watcher::Config::default())
@@ -59,14 +75,20 @@ impl PodIndex {
                     pod.metadata.owner_references = None;
                 })
                 .backoff(WatchBackoff::new()),
-        )
-        .touched_objects();
+        );
         let watch_metrics = metrics.clone();
         tokio::spawn(async move {
             let mut stream = std::pin::pin!(stream);
             loop {
                 match stream.try_next().await {
-                    Ok(Some(pod)) => observer.pods_changed(pod.namespace().unwrap_or_default()).await,
+                    Ok(Some(Event::InitDone)) => {
+                        listed.observe(&Event::<()>::InitDone);
+                        observer.pods_changed(None).await;
+                    }
+                    Ok(Some(Event::Apply(pod) | Event::Delete(pod))) => {
+                        observer.pods_changed(Some(pod.namespace().unwrap_or_default())).await
+                    }
+                    Ok(Some(Event::Init | Event::InitApply(_))) => {}
                     Ok(None) => return,
                     Err(error) => {
                         watch_metrics.watch_restarted("pods");
@@ -75,12 +97,26 @@ impl PodIndex {
                 }
             }
         });
-        PodIndex { store, client, metrics }
+        PodIndex { store, synced, client, metrics }
     }
 
-    /// The Pod, among those `selectors` select in `namespace`, that `holder` names.
-    pub fn holder_pod(&self, namespace: &str, holder: &str, selectors: &[Selector]) -> Option<String> {
-        self.target_pods(namespace, selectors).into_iter().map(|(name, _)| name).find(|pod| holder_is_pod(holder, pod))
+    /// Whether the Pods have been listed, so that the answers below mean something.
+    pub fn is_synced(&self) -> bool {
+        self.synced.is_synced()
+    }
+
+    /// The Pod, among those `selectors` select in `namespace`, that `holder` names; `None`
+    /// until the Pods have been listed.
+    pub fn holder_pod(&self, namespace: &str, holder: &str, selectors: &[Selector]) -> Option<HolderPod> {
+        if !self.is_synced() {
+            return None;
+        }
+        let pod = self
+            .target_pods(namespace, selectors)
+            .into_iter()
+            .map(|(name, _)| name)
+            .find(|pod| holder_is_pod(holder, pod));
+        Some(pod.map_or(HolderPod::NotFound, HolderPod::Found))
     }
 
     /// The selected Pods in `namespace`, with their labels.
@@ -94,8 +130,12 @@ impl PodIndex {
             .collect()
     }
 
-    /// Brings the leader label to the holder's Pod and off the other selected Pods.
+    /// Brings the leader label to the holder's Pod and off the other selected Pods. Does
+    /// nothing until the Pods have been listed.
     pub fn label_leader(&self, namespace: &str, leader_pod: Option<&str>, selectors: &[Selector]) {
+        if !self.is_synced() {
+            return;
+        }
         for (pod, labels) in self.target_pods(namespace, selectors) {
             let labelled = labels.get(LEADER_LABEL).map(String::as_str) == Some("true");
             let wanted = leader_pod == Some(pod.as_str());
