@@ -46,18 +46,139 @@ pub async fn client_for(kubeconfig: &Path) -> Client {
 
 /// Polls `check` every 100 ms until it returns `Some`, or panics naming `what` once
 /// `timeout` has passed.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + timeout;
+    wait_until(what, timeout, check, |value| value.is_some(), |_| "nothing matching".to_string())
+        .await
+        .expect("accepted values are Some")
+}
+
+/// Polls `observe` every 100 ms until `accept` takes what it saw, and returns that; or
+/// panics once `timeout` has passed, with what was awaited, the last observation (as
+/// `describe` tells it) and the tail of every running operator's log.
+///
+/// A wait that used more than a quarter of its deadline says so on stdout: the runs' logs
+/// are where deadlines get sized from.
+pub async fn wait_until<V, F, Fut>(
+    what: &str,
+    timeout: Duration,
+    mut observe: F,
+    accept: impl Fn(&V) -> bool,
+    describe: impl Fn(&V) -> String,
+) -> V
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = V>,
+{
+    let started = Instant::now();
     loop {
-        if let Some(value) = check().await {
+        let value = observe().await;
+        if accept(&value) {
+            let waited = started.elapsed();
+            if waited > timeout / 4 {
+                println!("slow wait: {:.1}s of {:?} for {what}", waited.as_secs_f64(), timeout);
+            }
             return value;
         }
-        assert!(Instant::now() < deadline, "timed out after {timeout:?} waiting for {what}");
+        if started.elapsed() >= timeout {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}\nlast observed: {}\n{}",
+                describe(&value),
+                operator_log_tails()
+            );
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Logs of the operators the tests have running, so a failure can show what they did.
+static RUNNING_OPERATOR_LOGS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// The last lines of each running operator's log.
+pub fn operator_log_tails() -> String {
+    const LINES: usize = 40;
+    let logs = RUNNING_OPERATOR_LOGS.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    logs.iter()
+        .map(|path| {
+            let text = std::fs::read_to_string(path).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
+            format!("--- last {LINES} lines of {} ---\n{tail}", path.display())
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Waits until the control plane is fully working: the API server ready, and
+/// kube-controller-manager's controllers acting on changes (a canary Deployment's new
+/// generation observed by the deployment controller: a write, a watch and a status write).
+/// Every test starts with this (TestNamespace::new calls it), and every fault test ends with
+/// it, so no test inherits a half-recovered cluster from the one before.
+pub fn wait_control_plane_healthy() {
+    const NAMESPACE: &str = "e2e-health";
+    const TIMEOUT: Duration = Duration::from_secs(120);
+    let started = Instant::now();
+    let poll = |what: &str, check: &dyn Fn() -> Result<(), String>| loop {
+        match check() {
+            Ok(()) => return,
+            Err(last) if started.elapsed() >= TIMEOUT => {
+                panic!("the control plane is not healthy after {TIMEOUT:?}: waiting for {what}; last observed: {last}")
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+        }
+    };
+    let text = |output: Output| {
+        format!("{} {}", String::from_utf8_lossy(&output.stdout).trim(), String::from_utf8_lossy(&output.stderr).trim())
+    };
+    poll("kube-apiserver /readyz", &|| {
+        let output = kubectl(&["get", "--raw", "/readyz"], None);
+        if output.status.success() { Ok(()) } else { Err(text(output)) }
+    });
+    // The canary: a Deployment of no replicas that the check changes each time.
+    poll("the canary Deployment", &|| {
+        let _ = kubectl(&["create", "namespace", NAMESPACE], None);
+        let canary = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "canary", "namespace": NAMESPACE},
+            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "canary"}},
+                "template": {"metadata": {"labels": {"app": "canary"}},
+                    "spec": {"containers": [{"name": "c", "image": "registry.invalid/canary:1"}]}}},
+        });
+        let output = kubectl(&["apply", "-f", "-"], Some(&canary.to_string()));
+        if !output.status.success() {
+            return Err(text(output));
+        }
+        // For Deployments a new annotation value is a new generation.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let poke = format!("e2e.election.dev/health-check={nanos}");
+        let output = kubectl(&["-n", NAMESPACE, "annotate", "deployment", "canary", &poke, "--overwrite"], None);
+        if output.status.success() { Ok(()) } else { Err(text(output)) }
+    });
+    poll("kube-controller-manager's deployment controller to observe the canary's change", &|| {
+        let output = kubectl(
+            &[
+                "-n",
+                NAMESPACE,
+                "get",
+                "deployment",
+                "canary",
+                "-o",
+                "jsonpath={.metadata.generation} {.status.observedGeneration}",
+            ],
+            None,
+        );
+        let seen = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        match seen.split_once(' ') {
+            Some((generation, observed)) if generation == observed => Ok(()),
+            _ => Err(format!("generation, observedGeneration: {seen:?} {}", String::from_utf8_lossy(&output.stderr))),
+        }
+    });
+    let waited = started.elapsed();
+    if waited > Duration::from_secs(5) {
+        println!("slow wait: {:.1}s for a healthy control plane", waited.as_secs_f64());
     }
 }
 
@@ -95,7 +216,10 @@ pub struct TestNamespace {
 }
 
 impl TestNamespace {
+    /// Checks that the control plane is healthy (see [`wait_control_plane_healthy`]), then
+    /// creates the namespace.
     pub fn new(prefix: &str) -> Self {
+        wait_control_plane_healthy();
         let suffix =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
         let name = format!("{prefix}-{suffix:x}");
@@ -265,6 +389,7 @@ impl Operator {
             .stderr(file)
             .spawn()
             .expect("election-operator starts");
+        RUNNING_OPERATOR_LOGS.lock().unwrap_or_else(|e| e.into_inner()).push(log.clone());
         Operator { child, metrics_port, probe_port, log }
     }
 
@@ -319,6 +444,7 @@ impl Operator {
 impl Drop for Operator {
     fn drop(&mut self) {
         self.kill();
+        RUNNING_OPERATOR_LOGS.lock().unwrap_or_else(|e| e.into_inner()).retain(|log| *log != self.log);
     }
 }
 
@@ -428,10 +554,24 @@ pub async fn wait_policy<F>(
 where
     F: Fn(&election_operator::api::ElectionPolicy) -> bool,
 {
-    wait_for(&format!("{namespace}/{name}: {what}"), timeout, || async {
-        get_policy(client, namespace, name).await.filter(|p| check(p))
-    })
+    wait_until(
+        &format!("{namespace}/{name}: {what}"),
+        timeout,
+        || get_policy(client, namespace, name),
+        |policy| policy.as_ref().is_some_and(&check),
+        |policy| match policy {
+            None => "no such policy".into(),
+            Some(policy) => format!(
+                "generation {:?}, finalizers {:?}, deleting {}, status {}",
+                policy.metadata.generation,
+                policy.metadata.finalizers,
+                policy.metadata.deletion_timestamp.is_some(),
+                serde_json::to_string(&policy.status).unwrap_or_default()
+            ),
+        },
+    )
     .await
+    .expect("accepted policies exist")
 }
 
 /// A Deployment as JSON.
@@ -533,10 +673,11 @@ impl Stopped {
         Stopped { component: component.into(), running: false }
     }
 
-    /// Starts it again (returns once it is ready).
+    /// Starts it again, and returns once the whole control plane works again.
     pub fn start(mut self) {
         cluster(&["start", &self.component]);
         self.running = true;
+        wait_control_plane_healthy();
     }
 }
 

@@ -12,6 +12,7 @@ use election_e2e::{
     App, Elector, ElectorBuild, Operator, Stopped, TestNamespace, admin_client, audited_requests, compact_etcd,
     condition, count_policy_events, create_app_objects, get_deployment, get_policy, injected_env, kubectl, kubectl_ok,
     policy_events, sample, service_account_kubeconfig, started_operator, wait_for, wait_policy, wait_policy_event,
+    wait_until,
 };
 use election_operator::api::PolicyState;
 use futures::FutureExt;
@@ -163,11 +164,23 @@ async fn a_sigkilled_operator_loses_and_doubles_nothing() {
     }
     // One rollout per Deployment: the original template and the configured one.
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
-    wait_for("the deployment controller to settle", SETTLE, || async {
-        let all = replica_sets.list(&ListParams::default()).await.ok()?.items;
-        (all.len() == names.len() * 2).then_some(())
-    })
+    let per_deployment = || async {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for rs in replica_sets.list(&ListParams::default()).await.map(|l| l.items).unwrap_or_default() {
+            let owner = rs.metadata.owner_references.unwrap_or_default().first().map(|o| o.name.clone());
+            *counts.entry(owner.unwrap_or_default()).or_default() += 1;
+        }
+        counts
+    };
+    let counts = wait_until(
+        "two ReplicaSets for each Deployment",
+        SETTLE,
+        per_deployment,
+        |counts| counts.len() == names.len() && counts.values().all(|n| *n >= 2),
+        |counts| format!("ReplicaSets by Deployment: {counts:?}"),
+    )
     .await;
+    assert!(counts.values().all(|n| *n == 2), "a needless rollout: ReplicaSets by Deployment: {counts:?}");
 }
 
 #[tokio::test]
@@ -216,6 +229,14 @@ async fn concurrent_edits_and_api_throttling_converge() {
     // 429 as soon as more than a few are in flight.
     let _ = kubectl(&["create", "namespace", "election-system"], None);
     let _ = kubectl(&["-n", "election-system", "create", "serviceaccount", "throttled-operator"], None);
+    // The throttling goes with the test, passed or failed: no later test may inherit it.
+    struct Unthrottle;
+    impl Drop for Unthrottle {
+        fn drop(&mut self) {
+            let _ = kubectl(&["delete", "flowschema,prioritylevelconfiguration", "election-throttled"], None);
+        }
+    }
+    let _unthrottle = Unthrottle;
     let _ = kubectl(
         &[
             "create",
@@ -298,7 +319,6 @@ spec:
         .count();
     println!("requests rejected with 429: {throttled}");
     assert!(throttled > 0, "the priority level never throttled the operator; the test proved nothing");
-    kubectl_ok(&["delete", "flowschema,prioritylevelconfiguration", "election-throttled"], None);
 }
 
 #[tokio::test]
