@@ -137,6 +137,15 @@ pub fn wait_control_plane_healthy() {
         let output = kubectl(&["get", "--raw", "/readyz"], None);
         if output.status.success() { Ok(()) } else { Err(text(output)) }
     });
+    poll("kube-controller-manager /healthz", &|| {
+        let url = format!("https://127.0.0.1:{}/healthz", cluster_port("CONTROLLER_MANAGER_PORT"));
+        let output = Command::new("curl").args(["-sk", "-m", "2", &url]).output().expect("curl runs");
+        if output.stdout == b"ok" {
+            Ok(())
+        } else {
+            Err(format!("{} (is it running? e2e/cluster status)", text(output)))
+        }
+    });
     // The canary: a Deployment of no replicas that the check changes each time.
     poll("the canary Deployment", &|| {
         let _ = kubectl(&["create", "namespace", NAMESPACE], None);
@@ -673,11 +682,11 @@ impl Stopped {
         Stopped { component: component.into(), running: false }
     }
 
-    /// Starts it again, and returns once the whole control plane works again.
+    /// Starts it again (returns once it is ready). The rest of the control plane may need
+    /// longer: a fault test ends with [`wait_control_plane_healthy`].
     pub fn start(mut self) {
         cluster(&["start", &self.component]);
         self.running = true;
-        wait_control_plane_healthy();
     }
 }
 

@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 use election_e2e::{
     App, Elector, ElectorBuild, Operator, Stopped, TestNamespace, admin_client, audited_requests, compact_etcd,
     condition, count_policy_events, create_app_objects, get_deployment, get_policy, injected_env, kubectl, kubectl_ok,
-    policy_events, sample, service_account_kubeconfig, started_operator, wait_for, wait_policy, wait_policy_event,
-    wait_until,
+    policy_events, sample, service_account_kubeconfig, started_operator, wait_control_plane_healthy, wait_for,
+    wait_policy, wait_policy_event, wait_until,
 };
 use election_operator::api::PolicyState;
 use futures::FutureExt;
@@ -128,6 +128,9 @@ async fn api_server_and_etcd_outages_are_blindness_not_staleness_and_recovery_is
         assert_eq!(count_policy_events(&client, &ns.name, "long", "LeaseStale").await, 0, "a false LeaseStale");
     }
     assert!(operator.is_running());
+    // kube-controller-manager's informers back off while the API server is away (client-go:
+    // up to 30 s, jittered up to twice that) and resume only then; the next test needs them.
+    wait_control_plane_healthy();
 }
 
 #[tokio::test]
@@ -188,9 +191,16 @@ async fn compacted_watch_history_makes_the_operator_list_again_and_get_it_right(
     let ns = TestNamespace::new("compact");
     let operator = started_operator(&[]).await;
     let client = admin_client().await;
-    let app = app(&client, &ns.name, "compacted", 2, ("6s", "4s", "1s")).await;
-    let mut electors: Vec<Elector> =
-        app.pods.iter().map(|p| Elector::spawn(ElectorBuild::Current, p, &app.env, &[])).collect();
+    // The new leader must keep its lease across the API server's restart below, which takes
+    // 6 s idle here (3 s to stop, 3 s to be ready) and longer under load: with renewDeadline
+    // 4 s it gave up, exited as client-go programs do, and left the app without a leader.
+    // Leadership moves by a graceful release, so the long lease costs no waiting.
+    let app = app(&client, &ns.name, "compacted", 2, ("40s", "30s", "2s")).await;
+    let electors: Vec<Elector> = app
+        .pods
+        .iter()
+        .map(|p| Elector::spawn(ElectorBuild::Current, p, &app.env, &["--release-on-cancel".into()]))
+        .collect();
     let first = app.leader(&client, PolicyState::Healthy).await;
 
     let restarts_before =
@@ -198,7 +208,7 @@ async fn compacted_watch_history_makes_the_operator_list_again_and_get_it_right(
     // Freeze the operator; meanwhile leadership moves and etcd compacts that history away.
     operator.signal("STOP");
     let index = electors.iter().position(|e| e.identity == first).unwrap();
-    electors[index].kill();
+    electors[index].signal("TERM");
     let second = app.pods.iter().find(|p| **p != first).unwrap().clone();
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> = Api::namespaced(client.clone(), &ns.name);
     wait_for("the other replica to take the lease", SETTLE, || async {
@@ -218,6 +228,7 @@ async fn compacted_watch_history_makes_the_operator_list_again_and_get_it_right(
         sample(&operator.metrics().await, r#"election_watch_restarts_total{resource="leases"}"#).unwrap_or(0.0);
     println!("etcd compacted at revision {revision}; lock watch restarts {restarts_before} -> {restarts}");
     assert!(restarts > restarts_before, "the lock watch never listed again");
+    wait_control_plane_healthy();
 }
 
 #[tokio::test]
