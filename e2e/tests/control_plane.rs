@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use election_e2e::{Elector, ElectorBuild, TestNamespace, admin_client, kubectl_ok, wait_for};
+use election_e2e::{
+    Elector, ElectorBuild, TestNamespace, admin_client, kubectl_ok, wait_control_plane_healthy, wait_for,
+};
 use k8s_openapi::api::{
     apps::v1::ReplicaSet,
     coordination::v1::Lease,
@@ -28,6 +30,8 @@ fn flags(lock_type: &str, name: &str, namespace: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_server_is_a_real_kubernetes_1_37() {
+    // Every test starts on a working control plane (the others do it in TestNamespace::new).
+    wait_control_plane_healthy();
     let version: Value = serde_json::from_str(&kubectl_ok(&["version", "-o", "json"], None)).unwrap();
     let server = version["serverVersion"]["gitVersion"].as_str().unwrap();
     assert!(server.starts_with("v1.37."), "server version {server}");

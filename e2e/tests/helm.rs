@@ -10,7 +10,7 @@ use std::{
 use election_e2e::{
     Elector, ElectorBuild, Operator, TestNamespace, admin_client, audited_requests, count_policy_events,
     get_deployment, helm, helm_ok, injected_env, install_crd, kubectl, kubectl_ok, rbac_denials,
-    service_account_kubeconfig, wait_for, wait_policy, wait_policy_event,
+    service_account_kubeconfig, wait_control_plane_healthy, wait_for, wait_policy, wait_policy_event,
 };
 use election_operator::api::PolicyState;
 use k8s_openapi::api::core::v1::Pod;
@@ -56,6 +56,8 @@ fn ensure_restricted_namespace() {
 
 #[tokio::test]
 async fn the_chart_renders_what_the_api_server_accepts() {
+    // Every test starts on a working control plane (the others do it in TestNamespace::new).
+    wait_control_plane_healthy();
     install_crd();
     ensure_restricted_namespace();
     let version = server_version();
@@ -75,6 +77,7 @@ async fn the_chart_renders_what_the_api_server_accepts() {
 
 #[tokio::test]
 async fn kustomize_renders_the_charts_default_install() {
+    wait_control_plane_healthy();
     let chart = by_kind_and_name(documents(&helm_ok(&[
         "template",
         RELEASE,
@@ -130,6 +133,7 @@ async fn kustomize_renders_the_charts_default_install() {
 
 #[tokio::test]
 async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_its_leader() {
+    wait_control_plane_healthy();
     install_crd();
     ensure_restricted_namespace();
     let _ = helm(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
@@ -326,6 +330,7 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
 
 #[tokio::test]
 async fn uninstalling_keeps_apps_configured_and_reinstalling_adopts_them_without_a_rollout() {
+    wait_control_plane_healthy();
     install_crd();
     ensure_restricted_namespace();
     let _ = helm(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);

@@ -1,7 +1,7 @@
 //! The ElectionPolicy API as users meet it through kubectl: validation at apply time with
 //! messages that name the rule, `kubectl explain`, and the printed columns.
 
-use election_e2e::{TestNamespace, install_crd, kubectl, kubectl_ok};
+use election_e2e::{TestNamespace, install_crd, kubectl, kubectl_ok, wait_control_plane_healthy};
 
 fn policy(name: &str, spec_tail: &str) -> String {
     format!(
@@ -60,6 +60,8 @@ const INVALID_SPECS: &[(&str, &str, &str)] = &[
 
 #[tokio::test]
 async fn invalid_specs_are_rejected_at_apply_with_a_message_naming_the_rule() {
+    // Every test starts on a working control plane (the others do it in TestNamespace::new).
+    wait_control_plane_healthy();
     install_crd();
     let ns = TestNamespace::new("invalid");
     let mut table = vec![];
@@ -136,6 +138,7 @@ async fn invalid_specs_are_rejected_at_apply_with_a_message_naming_the_rule() {
 
 #[tokio::test]
 async fn kubectl_explain_shows_the_field_docs() {
+    wait_control_plane_healthy();
     install_crd();
     let explained =
         election_e2e::wait_for("kubectl explain to know the CRD", std::time::Duration::from_secs(30), || async {
@@ -151,6 +154,7 @@ async fn kubectl_explain_shows_the_field_docs() {
 
 #[tokio::test]
 async fn kubectl_get_prints_the_contract_columns() {
+    wait_control_plane_healthy();
     install_crd();
     let ns = TestNamespace::new("columns");
     kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&policy("columns", "")));
