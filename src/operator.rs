@@ -67,21 +67,27 @@ pub async fn run(
     shutdown: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     let mut lost_leadership = None;
+    let mut election = None;
     if let Some((location, timings)) = settings.election.clone() {
         let (leading, mut leading_changes) = watch::channel(false);
         readiness.set(true);
-        tokio::spawn(leader_election::run(
+        // Awaited before returning: on shutdown it releases the Lease, so a standby takes
+        // over at once; returning first would end the process before the release is written.
+        let task = election.insert(tokio::spawn(leader_election::run(
             client.clone(),
             location,
             Elector::new(settings.identity.clone(), timings),
             leading,
             metrics.clone(),
             shutdown.clone(),
-        ));
+        )));
         let mut waiting = shutdown.clone();
         tokio::select! {
             _ = leading_changes.wait_for(|leading| *leading) => {}
-            _ = waiting.wait_for(|stop| *stop) => return Ok(()),
+            _ = waiting.wait_for(|stop| *stop) => {
+                let _ = task.await;
+                return Ok(());
+            }
         }
         readiness.set(false);
         lost_leadership = Some(async move {
@@ -140,5 +146,8 @@ pub async fn run(
         },
     };
     watches.iter().for_each(|w| w.abort());
+    if let Some(election) = election {
+        let _ = election.await;
+    }
     result
 }
