@@ -16,6 +16,8 @@ use std::{
 use kube::{Client, Config, config::KubeConfigOptions};
 use serde_json::Value;
 
+pub mod workloads;
+
 /// The repository root.
 pub fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("e2e/ has a parent").to_path_buf()
@@ -101,15 +103,22 @@ static RUNNING_OPERATOR_LOGS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
 pub fn operator_log_tails() -> String {
     const LINES: usize = 40;
     let logs = RUNNING_OPERATOR_LOGS.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    logs.iter()
+    let mut tails: Vec<String> = logs
+        .iter()
         .map(|path| {
             let text = std::fs::read_to_string(path).unwrap_or_default();
             let lines: Vec<&str> = text.lines().collect();
             let tail = lines[lines.len().saturating_sub(LINES)..].join("\n");
             format!("--- last {LINES} lines of {} ---\n{tail}", path.display())
         })
-        .collect::<Vec<_>>()
-        .join("\n")
+        .collect();
+    if workloads::CHART_INSTALLED.load(std::sync::atomic::Ordering::SeqCst) {
+        tails.push(format!(
+            "--- last {LINES} lines of each operator Pod ---\n{}",
+            workloads::operator_pod_logs(Some(LINES))
+        ));
+    }
+    tails.join("\n")
 }
 
 /// Waits until the control plane is fully working: the API server ready, and
@@ -643,12 +652,15 @@ pub fn audited_requests(username: &str) -> Vec<(String, String, String, u16)> {
         .collect()
 }
 
-/// The requests of `username` that RBAC refused (the audit log's authorization decision
-/// "forbid"), as "verb resource"; other 403s, such as writes into a namespace being
-/// deleted, are admission's and not counted.
-pub fn rbac_denials(username: &str) -> Vec<String> {
+/// The requests of `username` received since `since` that RBAC refused (the audit log's
+/// authorization decision "forbid"), as "verb resource"; other 403s, such as writes into a
+/// namespace being deleted, are admission's and not counted.
+pub fn rbac_denials(username: &str, since: jiff::Timestamp) -> Vec<String> {
     audit_entries(username)
         .into_iter()
+        .filter(|entry| {
+            entry["requestReceivedTimestamp"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()) >= Some(since)
+        })
         .filter(|entry| entry["annotations"]["authorization.k8s.io/decision"] == "forbid")
         .map(|entry| format!("{} {} {}", entry["verb"], entry["objectRef"]["resource"], entry["requestURI"]))
         .collect()

@@ -4,16 +4,17 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use election_e2e::{
-    Elector, ElectorBuild, Operator, TestNamespace, admin_client, audited_requests, count_policy_events,
-    get_deployment, helm, helm_ok, injected_env, install_crd, kubectl, kubectl_ok, rbac_denials,
-    service_account_kubeconfig, wait_control_plane_healthy, wait_for, wait_policy, wait_policy_event,
+    TestNamespace, admin_client, audited_requests, count_policy_events, get_deployment, get_policy, helm_ok,
+    injected_env, install_crd, kubectl, kubectl_ok, rbac_denials, wait_control_plane_healthy, wait_for, wait_policy,
+    wait_policy_event,
+    workloads::{ChartOperator, ELECTOR_IMAGE, PodApp, ensure_restricted_namespace},
 };
 use election_operator::api::PolicyState;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, api::ListParams};
 use serde_json::{Value, json};
 
@@ -37,21 +38,6 @@ fn by_kind_and_name(docs: Vec<Value>) -> BTreeMap<(String, String), Value> {
     docs.into_iter()
         .map(|d| ((d["kind"].as_str().unwrap().to_string(), d["metadata"]["name"].as_str().unwrap().to_string()), d))
         .collect()
-}
-
-fn ensure_restricted_namespace() {
-    let _ = kubectl(&["create", "namespace", NAMESPACE], None);
-    kubectl_ok(
-        &[
-            "label",
-            "namespace",
-            NAMESPACE,
-            "pod-security.kubernetes.io/enforce=restricted",
-            "pod-security.kubernetes.io/enforce-version=latest",
-            "--overwrite",
-        ],
-        None,
-    );
 }
 
 #[tokio::test]
@@ -134,56 +120,13 @@ async fn kustomize_renders_the_charts_default_install() {
 #[tokio::test]
 async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_its_leader() {
     wait_control_plane_healthy();
-    install_crd();
-    ensure_restricted_namespace();
-    let _ = helm(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
-    helm_ok(&[
-        "install",
-        RELEASE,
-        "charts/election-operator",
-        "-n",
-        NAMESPACE,
-        // Short timings for the operator's own election, so the failover below is quick.
-        "--set",
-        "leaderElection.leaseDuration=4s,leaderElection.renewDeadline=3s,leaderElection.retryPeriod=1s",
-    ]);
     let client = admin_client().await;
-
-    // The Deployment's Pods pass the restricted Pod Security admission. (They stay
-    // Pending: no kubelet here, and the image cannot be pulled anyway.)
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let operator_pods = wait_for("two operator Pods admitted under the restricted profile", SETTLE, || async {
-        let list =
-            pods.list(&ListParams::default().labels(&format!("app.kubernetes.io/instance={RELEASE}"))).await.ok()?;
-        let names: Vec<String> = list.items.into_iter().filter_map(|p| p.metadata.name).collect();
-        (names.len() == 2).then_some(names)
-    })
-    .await;
-
-    // The operator runs here as a local process, as the chart's ServiceAccount: its RBAC is
-    // exactly the chart's. Each process plays one of the Pods.
-    let kubeconfig = service_account_kubeconfig(NAMESPACE, RELEASE);
-    let start = |identity: &str| {
-        Operator::start_with(
-            &kubeconfig,
-            &[
-                "--leader-elect",
-                "--leader-election-namespace",
-                NAMESPACE,
-                "--leader-election-id",
-                RELEASE,
-                "--leader-election-lease-duration",
-                "4s",
-                "--leader-election-renew-deadline",
-                "3s",
-                "--leader-election-retry-period",
-                "1s",
-                "--identity",
-                identity,
-            ],
-        )
-    };
-    let mut operators = vec![start(&operator_pods[0]), start(&operator_pods[1])];
+    // The chart as users install it: two Pods of the local image, in-cluster config, the
+    // chart's RBAC and probes, the default timings of its own election (15s lease).
+    let installed = jiff::Timestamp::now();
+    let operator = ChartOperator::install(&client, &[]).await;
+    let operator_pods = operator.pods(&client).await;
+    assert_eq!(operator_pods.len(), 2, "two operator Pods run under the restricted profile: {operator_pods:?}");
 
     // The chart's own policy shows which replica leads.
     let self_policy = wait_policy(&client, NAMESPACE, RELEASE, "the operator's own leader", SETTLE, |p| {
@@ -194,14 +137,9 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
     let table = kubectl_ok(&["get", "electionpolicies", "-n", NAMESPACE], None);
     assert!(table.contains(&operator_leader) && table.contains("Healthy"), "{table}");
 
-    // An app works end to end under that RBAC.
+    // An app, as Pods, works end to end under that RBAC.
     let ns = TestNamespace::new("helm-app");
-    kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "app", "labels": {"app": "app"}},
-        "spec": {"replicas": 2, "strategy": {"type": "Recreate"}, "selector": {"matchLabels": {"app": "app"}},
-            "template": {"metadata": {"labels": {"app": "app"}}, "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}}},
-    }).to_string()));
+    let app = PodApp::create(&ns.name, "app", 2, ELECTOR_IMAGE, json!({}));
     kubectl_ok(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(
@@ -213,44 +151,44 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
             .to_string(),
         ),
     );
-    let env = wait_for("the injected configuration", SETTLE, || async {
+    wait_for("the injected configuration", SETTLE, || async {
         let env = injected_env(&get_deployment(&client, &ns.name, "app").await, 0);
         (!env.is_empty()).then_some(env)
     })
     .await;
-    let app_pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
-    let names = wait_for("the app's configured Pods", SETTLE, || async {
-        let list = app_pods.list(&ListParams::default().labels("app=app")).await.ok()?;
-        let names: Vec<String> = list
-            .items
-            .iter()
-            .filter(|p| serde_json::to_string(&p.spec).unwrap().contains("LEADER_ELECTION_LOCK_NAME"))
-            .filter_map(|p| p.metadata.name.clone())
-            .collect();
-        (names.len() == 2).then_some(names)
+    app.wait_rolled_out(SETTLE);
+    let app_leader = wait_for("the app's leader, a Running Pod", SETTLE, || async {
+        let status = get_policy(&client, &ns.name, "app").await?.status?;
+        let running = app.running_pods(&client).await;
+        (status.state == Some(PolicyState::Healthy) && running.contains(&status.leader)).then_some(status.leader)
     })
     .await;
-    let mut electors: Vec<Elector> =
-        names.iter().map(|n| Elector::spawn(ElectorBuild::Current, n, &env, &[])).collect();
-    let app_leader = wait_policy(&client, &ns.name, "app", "the app's leader", SETTLE, |p| {
-        p.status.as_ref().is_some_and(|s| s.state == Some(PolicyState::Healthy) && !s.leader.is_empty())
-    })
-    .await
-    .status
-    .unwrap()
-    .leader;
 
-    // The leading operator dies; the standby takes over.
-    let leading = operator_pods.iter().position(|p| *p == operator_leader).unwrap();
-    operators[leading].kill();
-    let standby = &operator_pods[1 - leading];
-    wait_policy(&client, NAMESPACE, RELEASE, "the standby to lead", SETTLE, |p| {
-        p.status.as_ref().is_some_and(|s| s.leader == *standby)
+    // The leading operator's Pod is deleted, as a node drain or a rollout does: it releases
+    // its Lease on SIGTERM and another replica takes over at once, not after the 15s lease.
+    // (Either the standby or the Deployment's replacement Pod, whichever tries first.)
+    let leases: Api<Lease> = Api::namespaced(client.clone(), NAMESPACE);
+    let started = Instant::now();
+    kubectl_ok(&["delete", "pod", "-n", NAMESPACE, &operator_leader, "--wait=false"], None);
+    let new_leader = wait_for("another operator Pod to hold the Lease", SETTLE, || async {
+        let holder = leases.get(RELEASE).await.ok()?.spec?.holder_identity?;
+        (holder != operator_leader && operator.pods(&client).await.contains(&holder)).then_some(holder)
     })
     .await;
+    let handover = started.elapsed();
+    println!(
+        "operator handover after a graceful delete of its leader Pod: {:.1}s (to {})",
+        handover.as_secs_f64(),
+        if operator_pods.contains(&new_leader) { "the standby" } else { "the replacement Pod" }
+    );
+    assert!(handover < Duration::from_secs(15), "took {handover:?}: the leader did not release its Lease");
+    wait_policy(&client, NAMESPACE, RELEASE, "the new operator leader reported", SETTLE, |p| {
+        p.status.as_ref().is_some_and(|s| s.leader == new_leader)
+    })
+    .await;
+
     // And the app's status stays right under the new leader: a transition is reported once.
-    let index = electors.iter().position(|e| e.identity == app_leader).unwrap();
-    electors[index].kill();
+    kubectl_ok(&["delete", "pod", "-n", &ns.name, &app_leader, "--wait=false"], None);
     wait_policy_event(&client, &ns.name, "app", "LeaderChanged", &format!("{app_leader} -> "), SETTLE).await;
     wait_policy(&client, &ns.name, "app", "the app's new leader", SETTLE, |p| {
         p.status
@@ -262,21 +200,19 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
     assert_eq!(count_policy_events(&client, &ns.name, "app", "LeaderChanged").await, 1);
 
     // Deleting the policy takes the configuration back out (the finalizer works under the
-    // chart's RBAC), then the operators stop.
+    // chart's RBAC).
     kubectl_ok(&["-n", &ns.name, "delete", "electionpolicy", "app", "--wait=true", "--timeout=60s"], None);
     assert!(injected_env(&get_deployment(&client, &ns.name, "app").await, 0).is_empty());
-    for operator in &mut operators {
-        let log = operator.log_text();
-        // RBAC's refusals read `... is forbidden: User "system:serviceaccount:..." cannot ...`;
-        // other 403s (an Event for a policy in a namespace being deleted) are not RBAC's.
-        let refusals: Vec<_> = log.lines().filter(|l| l.contains("forbidden: User")).collect();
-        assert!(refusals.is_empty(), "the chart's RBAC refused something:\n{}", refusals.join("\n"));
-        operator.kill();
-    }
+    // RBAC's refusals read `... is forbidden: User "system:serviceaccount:..." cannot ...`;
+    // other 403s (an Event for a policy in a namespace being deleted) are not RBAC's.
+    let log = operator.logs();
+    let refusals: Vec<_> = log.lines().filter(|l| l.contains("forbidden: User")).collect();
+    assert!(refusals.is_empty(), "the chart's RBAC refused something:\n{}", refusals.join("\n"));
 
-    // RBAC against actual use: nothing was refused, and every verb granted was used.
+    // RBAC against actual use: nothing was refused while installed (an uninstall removes
+    // the Roles while the Pods still stop), and every verb granted was used.
     let username = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}");
-    let refused = rbac_denials(&username);
+    let refused = rbac_denials(&username, installed);
     assert!(refused.is_empty(), "refused by RBAC: {refused:?}");
     let requests = audited_requests(&username);
     let used: BTreeSet<(String, String, String)> =
@@ -307,13 +243,13 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
     assert!(unused.is_empty(), "granted but never used: {unused:?}\nused: {used:?}");
 
     // helm uninstall leaves no operator objects behind.
-    helm_ok(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
+    operator.uninstall();
     wait_for("every object of the release to be gone", SETTLE, || async {
         let selector = format!("app.kubernetes.io/instance={RELEASE}");
         let left = kubectl_ok(
             &[
                 "get",
-                "deployments,serviceaccounts,roles,rolebindings,services,poddisruptionbudgets,electionpolicies",
+                "deployments,pods,serviceaccounts,roles,rolebindings,services,poddisruptionbudgets,electionpolicies",
                 "-n",
                 NAMESPACE,
                 "-l",
@@ -331,26 +267,10 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
 #[tokio::test]
 async fn uninstalling_keeps_apps_configured_and_reinstalling_adopts_them_without_a_rollout() {
     wait_control_plane_healthy();
-    install_crd();
-    ensure_restricted_namespace();
-    let _ = helm(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
-    helm_ok(&["install", RELEASE, "charts/election-operator", "-n", NAMESPACE]);
     let client = admin_client().await;
-    let start = || {
-        let kubeconfig = service_account_kubeconfig(NAMESPACE, RELEASE);
-        Operator::start_with(
-            &kubeconfig,
-            &["--leader-elect", "--leader-election-namespace", NAMESPACE, "--leader-election-id", RELEASE],
-        )
-    };
-    let mut operator = start();
+    let operator = ChartOperator::install(&client, &[]).await;
     let ns = TestNamespace::new("adopt");
-    kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&json!({
-        "apiVersion": "apps/v1", "kind": "Deployment",
-        "metadata": {"name": "kept", "labels": {"app": "kept"}},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "kept"}},
-            "template": {"metadata": {"labels": {"app": "kept"}}, "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}}},
-    }).to_string()));
+    let app = PodApp::create(&ns.name, "kept", 1, ELECTOR_IMAGE, json!({}));
     kubectl_ok(
         &["apply", "-n", &ns.name, "-f", "-"],
         Some(
@@ -362,42 +282,37 @@ async fn uninstalling_keeps_apps_configured_and_reinstalling_adopts_them_without
         ),
     );
     wait_policy(&client, &ns.name, "kept", "injected", SETTLE, |p| condition_true(p, "ConfigInjected")).await;
+    app.wait_rolled_out(SETTLE);
     let replica_sets: Api<k8s_openapi::api::apps::v1::ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
-    wait_for("the rollout of the configured template", SETTLE, || async {
-        let d = get_deployment(&client, &ns.name, "kept").await;
-        (d["status"]["observedGeneration"] == d["metadata"]["generation"]).then_some(())
-    })
-    .await;
     let template = get_deployment(&client, &ns.name, "kept").await["spec"]["template"].clone();
     let rollouts = replica_sets.list(&ListParams::default()).await.unwrap().items.len();
 
     // Uninstalled: the operator is gone, the app keeps its configuration.
-    operator.kill();
-    helm_ok(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
+    operator.uninstall();
     assert_eq!(get_deployment(&client, &ns.name, "kept").await["spec"]["template"], template);
 
     // Reinstalled: the policy is adopted as it is, with no write to the Deployment.
-    helm_ok(&["install", RELEASE, "charts/election-operator", "-n", NAMESPACE]);
-    operator = start();
-    operator.wait_ready(SETTLE).await;
+    let operator = ChartOperator::install(&client, &[]).await;
+    let leader = operator.leader(&client).await;
     wait_for("the policy reconciled by the new operator", SETTLE, || async {
-        let ok =
-            election_e2e::sample(&operator.metrics().await, r#"election_reconciles_total{result="ok"}"#).unwrap_or(0.0);
+        let metrics = operator.metrics(&leader);
+        let ok = election_e2e::sample(&metrics, r#"election_reconciles_total{result="ok"}"#).unwrap_or(0.0);
         (ok >= 1.0).then_some(())
     })
     .await;
     let policy =
         wait_policy(&client, &ns.name, "kept", "still injected", SETTLE, |p| condition_true(p, "ConfigInjected")).await;
     assert_eq!(policy.status.unwrap().injected_deployments, ["kept"]);
-    let applies =
-        election_e2e::sample(&operator.metrics().await, r#"election_api_requests_total{operation="apply_deployment"}"#);
+    let applies = election_e2e::sample(
+        &operator.metrics(&leader),
+        r#"election_api_requests_total{operation="apply_deployment"}"#,
+    );
     assert_eq!(applies, None, "the adopted Deployment was written again");
     assert_eq!(get_deployment(&client, &ns.name, "kept").await["spec"]["template"], template);
     assert_eq!(replica_sets.list(&ListParams::default()).await.unwrap().items.len(), rollouts, "a rollout on adoption");
 
     kubectl_ok(&["-n", &ns.name, "delete", "electionpolicy", "kept", "--wait=true", "--timeout=60s"], None);
-    operator.kill();
-    helm_ok(&["uninstall", RELEASE, "-n", NAMESPACE, "--wait"]);
+    operator.uninstall();
 }
 
 fn condition_true(policy: &election_operator::api::ElectionPolicy, type_: &str) -> bool {

@@ -1,11 +1,16 @@
-//! Config injection on the real control plane: what lands in the Deployments and their
-//! Pods, what deleting a policy leaves behind (nothing), conflicts, and isolation of locks.
+//! Config injection on the real cluster, with the operator installed by its chart (Pods
+//! under the chart's RBAC): what lands in the Deployments and their running Pods, what
+//! deleting a policy leaves behind (nothing), conflicts, and isolation of locks.
+//!
+//! The apps whose templates are checked run the pause image (their Pods run and ignore
+//! their args); the sample runs real client-go electors.
 
 use std::time::Duration;
 
 use election_e2e::{
-    Operator, TestNamespace, admin_client, condition, count_policy_events, get_deployment, get_policy, kubectl_ok,
-    repo_root, sample, wait_for, wait_policy, wait_policy_event,
+    TestNamespace, admin_client, condition, count_policy_events, get_deployment, get_policy, kubectl_ok, repo_root,
+    sample, wait_for, wait_policy, wait_policy_event,
+    workloads::{ChartOperator, PodApp},
 };
 use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
 use kube::{Api, api::ListParams};
@@ -31,7 +36,7 @@ fn deployment(name: &str, app: &str, args: &[&str]) -> String {
             "template": {
                 "metadata": {"labels": {"app": app}},
                 "spec": {"containers": [{
-                    "name": "manager", "image": "registry.invalid/app:1", "args": args,
+                    "name": "manager", "image": "localhost/pause:e2e", "imagePullPolicy": "Never", "args": args,
                     "env": [{"name": "LOG_LEVEL", "value": "info"}],
                 }]},
             },
@@ -62,18 +67,13 @@ fn env_of(pod_spec: &Value) -> Vec<(String, Value)> {
         .collect()
 }
 
-async fn started_operator(args: &[&str]) -> Operator {
-    let operator = Operator::start(args);
-    operator.wait_ready(Duration::from_secs(60)).await;
-    operator
-}
-
 #[tokio::test]
 async fn the_sample_policy_configures_the_deployment_and_its_new_pods() {
     let ns = TestNamespace::new("sample");
-    let _operator = started_operator(&[]).await;
     let client = admin_client().await;
-    apply_file(&ns.name, "config/samples/payments-controller-deployment.yaml");
+    let _operator = ChartOperator::install(&client, &[]).await;
+    // The demo's app: the sample Deployment's shape, running real client-go electors.
+    apply_file(&ns.name, "e2e/manifests/payments-controller.yaml");
     apply_file(&ns.name, "config/samples/election_v1alpha1_electionpolicy.yaml");
 
     let policy = wait_policy(&client, &ns.name, "payments", "ConfigInjected", SETTLE, |p| {
@@ -85,8 +85,6 @@ async fn the_sample_policy_configures_the_deployment_and_its_new_pods() {
     wait_policy_event(&client, &ns.name, "payments", "ConfigInjected", "payments-controller", SETTLE).await;
 
     // The new ReplicaSet's Pods carry the contract's variables, next to the app's own.
-    // (Without a kubelet no Pod becomes available, so the rolling update stops at its surge
-    // Pod: one of the new ReplicaSet.)
     let pods: Api<Pod> = Api::namespaced(client.clone(), &ns.name);
     let env = wait_for("a Pod of the new ReplicaSet with the injected variables", SETTLE, || async {
         let list = pods.list(&ListParams::default().labels("app=payments-controller")).await.ok()?;
@@ -108,13 +106,38 @@ async fn the_sample_policy_configures_the_deployment_and_its_new_pods() {
     assert_eq!(value("LEADER_ELECTION_RETRY_PERIOD"), "2s");
     let identity = env.iter().find(|(n, _)| n == "LEADER_ELECTION_IDENTITY").unwrap().1.clone();
     assert_eq!(identity["valueFrom"]["fieldRef"]["fieldPath"], "metadata.name");
+
+    // The injection rolled the Deployment. In the running Pods the kubelet resolved the
+    // downward API: each elector runs with its own Pod's name and the policy's lock.
+    let app = PodApp { namespace: ns.name.clone(), name: "payments-controller".into() };
+    app.wait_rolled_out(Duration::from_secs(120));
+    let running = app.running_pods(&client).await;
+    assert_eq!(running.len(), 3, "{running:?}");
+    for pod in &running {
+        let config = wait_for(&format!("{pod}'s elector to start"), SETTLE, || async {
+            app.events(pod).into_iter().find(|e| e["event"] == "config")
+        })
+        .await;
+        assert_eq!(config["identity"], pod.as_str(), "{config}");
+        assert_eq!(config["lockName"], "payments-controller");
+        assert_eq!(config["lockNamespace"], ns.name.as_str());
+        assert_eq!(config["leaseDuration"], "15s");
+    }
+    // And the policy reports one of them, a Running Pod, as the leader.
+    let leader = wait_for("a leader that is a running Pod", SETTLE, || async {
+        let status = get_policy(&client, &ns.name, "payments").await?.status?;
+        (status.state == Some(election_operator::api::PolicyState::Healthy) && running.contains(&status.leader))
+            .then_some(status.leader)
+    })
+    .await;
+    assert!(app.events(&leader).iter().any(|e| e["event"] == "started_leading"), "{leader} says it leads");
 }
 
 #[tokio::test]
 async fn deleting_the_policy_restores_the_deployment_exactly_in_both_modes() {
     let ns = TestNamespace::new("restore");
-    let _operator = started_operator(&[]).await;
     let client = admin_client().await;
+    let _operator = ChartOperator::install(&client, &[]).await;
     for mode in ["Env", "Args"] {
         let name = format!("app-{}", mode.to_lowercase());
         apply(&ns.name, &deployment(&name, &name, &["serve", "--v=2"]));
@@ -154,8 +177,9 @@ async fn deleting_the_policy_restores_the_deployment_exactly_in_both_modes() {
 #[tokio::test]
 async fn timings_edits_new_matches_and_lost_matches_are_followed_without_needless_rollouts() {
     let ns = TestNamespace::new("follow");
-    let operator = started_operator(&[]).await;
     let client = admin_client().await;
+    let operator = ChartOperator::install(&client, &[]).await;
+    let leader = operator.leader(&client).await;
     apply(&ns.name, &policy("web", "web", "web", json!({})));
     let not_found = wait_policy(&client, &ns.name, "web", "TargetNotFound", SETTLE, |p| {
         condition(p, "ConfigInjected").is_some_and(|c| c.1 == "TargetNotFound")
@@ -211,17 +235,17 @@ async fn timings_edits_new_matches_and_lost_matches_are_followed_without_needles
     let template_before = template(&get_deployment(&client, &ns.name, "web").await);
     let counter = |text: &str, series: &str| sample(text, series).unwrap_or(0.0);
     let applies_before =
-        counter(&operator.metrics().await, r#"election_api_requests_total{operation="apply_deployment"}"#);
+        counter(&operator.metrics(&leader), r#"election_api_requests_total{operation="apply_deployment"}"#);
     for round in 0..3 {
-        let before = counter(&operator.metrics().await, r#"election_reconciles_total{result="ok"}"#);
+        let before = counter(&operator.metrics(&leader), r#"election_reconciles_total{result="ok"}"#);
         kubectl_ok(&["-n", &ns.name, "annotate", "deployment", "web", &format!("poke={round}"), "--overwrite"], None);
         wait_for("a reconcile", SETTLE, || async {
-            (counter(&operator.metrics().await, r#"election_reconciles_total{result="ok"}"#) > before).then_some(())
+            (counter(&operator.metrics(&leader), r#"election_reconciles_total{result="ok"}"#) > before).then_some(())
         })
         .await;
     }
     let applies_after =
-        counter(&operator.metrics().await, r#"election_api_requests_total{operation="apply_deployment"}"#);
+        counter(&operator.metrics(&leader), r#"election_api_requests_total{operation="apply_deployment"}"#);
     assert_eq!(applies_after, applies_before, "an unchanged configuration was applied again");
     assert_eq!(rollouts().await, rollouts_before, "a rollout happened although nothing changed");
     assert_eq!(template(&get_deployment(&client, &ns.name, "web").await), template_before);
@@ -243,8 +267,8 @@ async fn timings_edits_new_matches_and_lost_matches_are_followed_without_needles
 #[tokio::test]
 async fn a_conflicting_policy_is_refused_and_the_earlier_one_keeps_working() {
     let ns = TestNamespace::new("conflict");
-    let _operator = started_operator(&[]).await;
     let client = admin_client().await;
+    let _operator = ChartOperator::install(&client, &[]).await;
     apply(&ns.name, &deployment("shared", "shared", &[]));
     apply(&ns.name, &policy("first", "shared", "lock-a", json!({})));
     wait_policy(&client, &ns.name, "first", "injected", SETTLE, |p| {
@@ -286,7 +310,7 @@ async fn a_conflicting_policy_is_refused_and_the_earlier_one_keeps_working() {
 async fn a_lock_in_another_namespace_is_refused_unless_the_operator_allows_it() {
     let ns = TestNamespace::new("isolation");
     let client = admin_client().await;
-    let mut operator = started_operator(&[]).await;
+    let operator = ChartOperator::install(&client, &[]).await;
     apply(
         &ns.name,
         &policy("reach", "reach", "their-lock", json!({"lock": {"name": "their-lock", "namespace": "kube-system"}})),
@@ -308,8 +332,9 @@ async fn a_lock_in_another_namespace_is_refused_unless_the_operator_allows_it() 
     .await;
     assert!(condition(&legacy, "ConfigInjected").unwrap().2.contains("--legacy-locks"));
 
-    operator.kill();
-    let _allowed = started_operator(&["--allow-cross-namespace-locks", "--legacy-locks"]).await;
+    operator.uninstall();
+    let _allowed =
+        ChartOperator::install(&client, &["crossNamespaceLocks.enabled=true,legacyLocks.enabled=true"]).await;
     for name in ["reach", "legacy"] {
         wait_policy(&client, &ns.name, name, "accepted", SETTLE, |p| {
             condition(p, "ConfigInjected").is_some_and(|c| c.1 != "InvalidPolicy")
