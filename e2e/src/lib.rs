@@ -738,9 +738,11 @@ pub async fn compact_etcd() -> u64 {
     revision
 }
 
-/// An app under test: a Deployment (Recreate, since with no kubelet a rolling update stops
-/// at its first new Pod) and the ElectionPolicy that configures it, with the configuration
-/// its Pods received and their names, which the electors play.
+/// An app under test whose replicas are local elector processes: a Deployment (Recreate, of
+/// the pause image) and the ElectionPolicy that configures it, with the configuration its
+/// Pods received and their names, which the electors play. For tests that need precise
+/// control of each replica (SIGSTOP, clock skew, legacy locks); apps as users run them are
+/// [`workloads::PodApp`].
 pub struct App {
     pub namespace: String,
     pub name: String,
@@ -759,7 +761,7 @@ pub fn create_app_objects(namespace: &str, name: &str, replicas: usize, spec: Va
             "replicas": replicas, "strategy": {"type": "Recreate"},
             "selector": {"matchLabels": {"app": name}},
             "template": {"metadata": {"labels": {"app": name}},
-                "spec": {"containers": [{"name": "app", "image": "registry.invalid/app:1"}]}},
+                "spec": {"containers": [{"name": "app", "image": "localhost/pause:e2e", "imagePullPolicy": "Never"}]}},
         },
     });
     let mut policy_spec = serde_json::json!({"selector": {"matchLabels": {"app": name}}, "lock": {"name": name}});

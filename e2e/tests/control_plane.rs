@@ -46,10 +46,7 @@ async fn the_server_is_a_real_kubernetes_1_37() {
 #[tokio::test]
 async fn deployments_roll_out_into_replica_sets_and_pods() {
     let ns = TestNamespace::new("rollout");
-    kubectl_ok(
-        &["-n", &ns.name, "create", "deployment", "web", "--image=registry.invalid/web:1", "--replicas=2"],
-        None,
-    );
+    kubectl_ok(&["-n", &ns.name, "create", "deployment", "web", "--image=localhost/pause:e2e", "--replicas=2"], None);
     let client = admin_client().await;
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns.name);
     let pods: Api<Pod> = Api::namespaced(client, &ns.name);
@@ -57,12 +54,16 @@ async fn deployments_roll_out_into_replica_sets_and_pods() {
         replica_sets.list(&ListParams::default()).await.ok().filter(|l| !l.items.is_empty())
     })
     .await;
-    let listed = wait_for("two Pods", Duration::from_secs(30), || async {
-        pods.list(&ListParams::default()).await.ok().filter(|l| l.items.len() == 2)
+    // The scheduler binds them to the node, whose kubelet runs them (the locally built
+    // pause image: no registry here).
+    let listed = wait_for("two Running Pods", Duration::from_secs(60), || async {
+        pods.list(&ListParams::default()).await.ok().filter(|l| {
+            l.items.len() == 2
+                && l.items.iter().all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+        })
     })
     .await;
-    // There is no kubelet: Pods exist but never run.
-    assert!(listed.items.iter().all(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Pending")));
+    assert!(listed.items.iter().all(|p| p.spec.as_ref().and_then(|s| s.node_name.as_deref()) == Some("e2e-node")));
 }
 
 #[tokio::test]

@@ -30,7 +30,7 @@ fn user_deployment() -> String {
             "template": {
                 "metadata": {"labels": {"app": APP}},
                 "spec": {"containers": [{
-                    "name": "manager", "image": "registry.invalid/app:1", "args": ["serve", "--v=2"],
+                    "name": "manager", "image": "localhost/pause:e2e", "imagePullPolicy": "Never", "args": ["serve", "--v=2"],
                     "env": [{"name": "LOG_LEVEL", "value": "info"}],
                 }]},
             },
