@@ -341,6 +341,28 @@ impl Elector {
         assert!(status.success(), "kill -{signal} {}", self.pid());
     }
 
+    /// SIGSTOP, sent just after the elector renewed the Lease `namespace/lease`, so that the
+    /// freeze falls in its sleep between renewals (retryPeriod) and not inside a renewal.
+    ///
+    /// A test about the same holder recovering after a freeze needs that: client-go bounds a
+    /// renewal by renewDeadline, so a renewal that was in flight when the process froze has
+    /// run out of time when it resumes; the elector then gives up leadership and releases
+    /// the lock instead of renewing it. (Seen once in three runs with a plain SIGSTOP sent
+    /// right after the leader was reported: the stop met the first renewal, slowed by a
+    /// conflict with the operator's label write.)
+    pub async fn stop_between_renewals(&self, client: &Client, namespace: &str, lease: &str) {
+        let leases: kube::Api<k8s_openapi::api::coordination::v1::Lease> =
+            kube::Api::namespaced(client.clone(), namespace);
+        let renewed = || async { leases.get(lease).await.ok()?.spec?.renew_time };
+        let before = renewed().await;
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while renewed().await == before {
+            assert!(Instant::now() < deadline, "{} did not renew {namespace}/{lease} within 30s", self.identity);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        self.signal("STOP");
+    }
+
     /// SIGKILL, and wait until the process is gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
