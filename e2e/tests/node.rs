@@ -66,21 +66,30 @@ async fn lease(client: &Client, namespace: &str, name: &str) -> Option<Lease> {
     Api::<Lease>::namespaced(client.clone(), namespace).get_opt(name).await.ok().flatten()
 }
 
+/// An app of `replicas` elector Pods configured by its policy "app" with `timings`
+/// (leaseDuration, renewDeadline, retryPeriod): waits until the injection's rollout is
+/// complete and a Running Pod leads, and returns the app and that leader.
+async fn elected_app(client: &Client, namespace: &str, replicas: usize, timings: [&str; 3]) -> (PodApp, String) {
+    let app = PodApp::create(namespace, "app", replicas, ELECTOR_IMAGE, json!({}));
+    let [lease, renew, retry] = timings;
+    apply(namespace, policy("app", json!({"leaseDuration": lease, "renewDeadline": renew, "retryPeriod": retry})));
+    // The injection rolls the Deployment once; its new Pods elect.
+    wait_for("the injected configuration", SETTLE, || async {
+        let d = election_e2e::get_deployment(client, namespace, "app").await;
+        (!election_e2e::injected_env(&d, 0).is_empty()).then_some(())
+    })
+    .await;
+    app.wait_rolled_out(SETTLE);
+    let (leader, _) = running_leader(client, &app, PolicyState::Healthy, same).await;
+    (app, leader)
+}
+
 #[tokio::test]
 async fn a_rolling_update_hands_leadership_over_without_false_alarms() {
     let ns = TestNamespace::new("rollout");
     let client = admin_client().await;
     let _operator = ChartOperator::install(&client, &[]).await;
-    let app = PodApp::create(&ns.name, "app", 3, ELECTOR_IMAGE, json!({}));
-    apply(&ns.name, policy("app", json!({"leaseDuration": "6s", "renewDeadline": "4s", "retryPeriod": "1s"})));
-    // The injection rolls the Deployment once; its Pods elect.
-    wait_for("the injected configuration", SETTLE, || async {
-        let d = election_e2e::get_deployment(&client, &ns.name, "app").await;
-        (!election_e2e::injected_env(&d, 0).is_empty()).then_some(())
-    })
-    .await;
-    app.wait_rolled_out(SETTLE);
-    let (first, _) = running_leader(&client, &app, PolicyState::Healthy, same).await;
+    let (app, first) = elected_app(&client, &ns.name, 3, ["6s", "4s", "1s"]).await;
 
     // A new version of the app: every Pod is replaced, one at a time, the leader among them.
     // It releases its Lease on SIGTERM and a Pod of either version takes over.
@@ -112,16 +121,8 @@ async fn deleting_the_leader_pod_hands_over_at_once() {
     let ns = TestNamespace::new("graceful");
     let client = admin_client().await;
     let _operator = ChartOperator::install(&client, &[]).await;
-    let app = PodApp::create(&ns.name, "app", 2, ELECTOR_IMAGE, json!({}));
     // client-go's default timings: without a release, a standby waits out 15 s.
-    apply(&ns.name, policy("app", json!({"leaseDuration": "15s", "renewDeadline": "10s", "retryPeriod": "2s"})));
-    wait_for("two configured Pods", SETTLE, || async {
-        let d = election_e2e::get_deployment(&client, &ns.name, "app").await;
-        (!election_e2e::injected_env(&d, 0).is_empty()).then_some(())
-    })
-    .await;
-    app.wait_rolled_out(SETTLE);
-    let (leader, _) = running_leader(&client, &app, PolicyState::Healthy, same).await;
+    let (app, leader) = elected_app(&client, &ns.name, 2, ["15s", "10s", "2s"]).await;
 
     // A normal delete: SIGTERM, the elector releases the Lease, the standby acquires it on
     // its next retry.
@@ -149,15 +150,9 @@ async fn a_node_whose_kubelet_and_containerd_stop_keeps_its_healthy_leader() {
     let ns = TestNamespace::new("kubelet");
     let client = admin_client().await;
     let _operator = ChartOperator::install(&client, &[]).await;
-    let app = PodApp::create(&ns.name, "app", 2, ELECTOR_IMAGE, json!({}));
-    apply(&ns.name, policy("app", json!({"leaseDuration": "4s", "renewDeadline": "3s", "retryPeriod": "1s"})));
-    wait_for("the injected configuration", SETTLE, || async {
-        let d = election_e2e::get_deployment(&client, &ns.name, "app").await;
-        (!election_e2e::injected_env(&d, 0).is_empty()).then_some(())
-    })
-    .await;
-    app.wait_rolled_out(SETTLE);
-    let (leader, pod) = running_leader(&client, &app, PolicyState::Healthy, same).await;
+    let (app, leader) = elected_app(&client, &ns.name, 2, ["4s", "3s", "1s"]).await;
+    // The holder's identity is its Pod's name (downward API).
+    let pod = leader.clone();
     let restarts = app.restarts(&client, &pod).await;
 
     // The node agent and the runtime stop. The containers do not: runc's shims keep them,
