@@ -5,7 +5,7 @@
 //!
 //! Images are built and imported by `e2e/cluster up` (see e2e/images/build).
 
-use std::{process::Command, sync::atomic::AtomicBool, time::Duration};
+use std::{sync::atomic::AtomicBool, time::Duration};
 
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
 use kube::{Api, Client, api::ListParams};
@@ -13,9 +13,9 @@ use serde_json::{Value, json};
 
 use crate::{helm, helm_ok, install_crd, kubectl, kubectl_ok, wait_for};
 
-pub const OPERATOR_IMAGE: &str = "localhost/election-operator:e2e";
+/// The operator's image, as the chart's image values (repository, tag).
+const OPERATOR_IMAGE_VALUES: &str = "image.repository=localhost/election-operator,image.tag=e2e,image.pullPolicy=Never";
 pub const ELECTOR_IMAGE: &str = "localhost/elector:e2e";
-pub const ELECTOR_LEGACY_IMAGE: &str = "localhost/elector-legacy:e2e";
 pub const SCHEDULER_IMAGE: &str = "localhost/kube-scheduler:e2e";
 
 /// Where the chart is installed: the namespace the audit policy of `e2e/cluster` records.
@@ -54,7 +54,7 @@ impl ChartOperator {
             "-n",
             OPERATOR_NAMESPACE,
             "--set",
-            "image.repository=localhost/election-operator,image.tag=e2e,image.pullPolicy=Never",
+            OPERATOR_IMAGE_VALUES,
             "--set",
             "logLevel=info\\,election_operator=debug",
             "--wait",
@@ -252,11 +252,7 @@ impl PodApp {
     /// The elector's output in Pod `pod`: one JSON object per line (config, new_leader,
     /// started_leading, stopped_leading).
     pub fn events(&self, pod: &str) -> Vec<Value> {
-        let output = Command::new("kubectl")
-            .env("KUBECONFIG", crate::kubeconfig())
-            .args(["logs", "-n", &self.namespace, pod, "-c", "manager"])
-            .output()
-            .expect("kubectl runs");
+        let output = kubectl(&["logs", "-n", &self.namespace, pod, "-c", "manager"], None);
         String::from_utf8_lossy(&output.stdout).lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
     }
 

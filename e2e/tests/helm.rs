@@ -11,15 +11,14 @@ use election_e2e::{
     TestNamespace, admin_client, audited_requests, count_policy_events, get_deployment, get_policy, helm_ok,
     injected_env, install_crd, kubectl, kubectl_ok, rbac_denials, wait_control_plane_healthy, wait_for, wait_policy,
     wait_policy_event,
-    workloads::{ChartOperator, ELECTOR_IMAGE, PodApp, ensure_restricted_namespace},
+    workloads::{ChartOperator, ELECTOR_IMAGE, OPERATOR_NAMESPACE, PodApp, RELEASE, ensure_restricted_namespace},
 };
 use election_operator::api::PolicyState;
 use k8s_openapi::api::coordination::v1::Lease;
 use kube::{Api, api::ListParams};
 use serde_json::{Value, json};
 
-const NAMESPACE: &str = "election-system";
-const RELEASE: &str = "election-operator";
+const NAMESPACE: &str = OPERATOR_NAMESPACE;
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn server_version() -> String {
