@@ -121,11 +121,14 @@ pub fn operator_log_tails() -> String {
     tails.join("\n")
 }
 
-/// Waits until the control plane is fully working: the API server ready, and
-/// kube-controller-manager's controllers acting on changes (a canary Deployment's new
-/// generation observed by the deployment controller: a write, a watch and a status write).
+/// Waits until the cluster is fully working: the API server ready, and a canary Deployment
+/// of one pause Pod rolled out again, which takes every component's watch: the deployment
+/// and ReplicaSet controllers, the scheduler and the kubelet (Recreate: the old Pod must be
+/// seen gone before the new one is made). After an API server or etcd outage each of them
+/// relists on its own backoff; a check of the deployment controller alone once let a test
+/// start while the kubelet had not yet seen a deletion, and its rollout never came.
 /// Every test starts with this (TestNamespace::new calls it), and every fault test ends with
-/// it, so no test inherits a half-recovered cluster from the one before.
+/// it, so no test inherits a half-recovered cluster from the one before. About 1.5 s.
 pub fn wait_control_plane_healthy() {
     const NAMESPACE: &str = "e2e-health";
     const TIMEOUT: Duration = Duration::from_secs(120);
@@ -155,27 +158,24 @@ pub fn wait_control_plane_healthy() {
             Err(format!("{} (is it running? e2e/cluster status)", text(output)))
         }
     });
-    // The canary: a Deployment of no replicas that the check changes each time.
+    // The canary: one pause Pod whose template the check changes each time.
     poll("the canary Deployment", &|| {
         let _ = kubectl(&["create", "namespace", NAMESPACE], None);
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
         let canary = serde_json::json!({
             "apiVersion": "apps/v1", "kind": "Deployment",
             "metadata": {"name": "canary", "namespace": NAMESPACE},
-            "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "canary"}},
-                "template": {"metadata": {"labels": {"app": "canary"}},
-                    "spec": {"containers": [{"name": "c", "image": "registry.invalid/canary:1"}]}}},
+            "spec": {"replicas": 1, "strategy": {"type": "Recreate"},
+                "selector": {"matchLabels": {"app": "canary"}},
+                "template": {"metadata": {"labels": {"app": "canary"},
+                        "annotations": {"e2e.election.dev/health-check": nanos.to_string()}},
+                    "spec": {"terminationGracePeriodSeconds": 5,
+                        "containers": [{"name": "c", "image": "localhost/pause:e2e", "imagePullPolicy": "Never"}]}}},
         });
         let output = kubectl(&["apply", "-f", "-"], Some(&canary.to_string()));
-        if !output.status.success() {
-            return Err(text(output));
-        }
-        // For Deployments a new annotation value is a new generation.
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
-        let poke = format!("e2e.election.dev/health-check={nanos}");
-        let output = kubectl(&["-n", NAMESPACE, "annotate", "deployment", "canary", &poke, "--overwrite"], None);
         if output.status.success() { Ok(()) } else { Err(text(output)) }
     });
-    poll("kube-controller-manager's deployment controller to observe the canary's change", &|| {
+    poll("the canary's new Pod available and the old one gone (controllers, scheduler, kubelet)", &|| {
         let output = kubectl(
             &[
                 "-n",
@@ -184,14 +184,19 @@ pub fn wait_control_plane_healthy() {
                 "deployment",
                 "canary",
                 "-o",
-                "jsonpath={.metadata.generation} {.status.observedGeneration}",
+                "jsonpath={.metadata.generation} {.status.observedGeneration} {.status.replicas} \
+                 {.status.updatedReplicas} {.status.availableReplicas}",
             ],
             None,
         );
         let seen = String::from_utf8_lossy(&output.stdout).trim().to_string();
-        match seen.split_once(' ') {
-            Some((generation, observed)) if generation == observed => Ok(()),
-            _ => Err(format!("generation, observedGeneration: {seen:?} {}", String::from_utf8_lossy(&output.stderr))),
+        let fields: Vec<&str> = seen.split_whitespace().collect();
+        match fields[..] {
+            [generation, observed, "1", "1", "1"] if generation == observed => Ok(()),
+            _ => Err(format!(
+                "generation, observedGeneration, replicas, updated, available: {seen:?} {}",
+                String::from_utf8_lossy(&output.stderr)
+            )),
         }
     });
     let waited = started.elapsed();
