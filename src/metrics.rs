@@ -23,36 +23,10 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::api::PolicyState;
-
-/// A policy's namespace and name.
-pub type PolicyKey = (String, String);
-
-/// What the metrics show of one policy, kept current by the observer.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PolicySnapshot {
-    pub leader: String,
-    pub lock: String,
-    pub state: Option<PolicyState>,
-    /// Local time of the last observed change of the lock record.
-    pub last_change: Option<Instant>,
-    /// When the lease goes stale unless renewed (only while healthy).
-    pub deadline: Option<Instant>,
-    /// leaderTransitions as recorded in the lock.
-    pub recorded_transitions: Option<i64>,
-    /// Leader changes the operator itself observed since it started.
-    pub observed_changes: u64,
-    /// Interval between the last two renewals observed.
-    pub renewal_interval: Option<Duration>,
-    /// The holder is not a Pod of the selected Deployments.
-    pub holder_not_found: bool,
-    /// More leader changes than allowed within the policy's window.
-    pub flapping: bool,
-    /// No renewal for the slow-renewal threshold.
-    pub renewals_slow: bool,
-    /// The lease would have expired while the lock could not be watched: unknown, not stale.
-    pub unobservable: bool,
-}
+use crate::{
+    api::PolicyState,
+    domain::{policy_key::PolicyKey, tracking::PolicySnapshot},
+};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabels {
@@ -257,8 +231,7 @@ impl Collector for PolicyCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let snapshots = self.snapshots.read().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let labels =
-            |(namespace, policy): &PolicyKey| PolicyLabels { namespace: namespace.clone(), policy: policy.clone() };
+        let labels = |key: &PolicyKey| PolicyLabels { namespace: key.namespace.clone(), policy: key.name.clone() };
 
         let mut family =
             |name: &str,
@@ -278,8 +251,8 @@ impl Collector for PolicyCollector {
             &mut |m| {
                 for (key, s) in snapshots.iter() {
                     let l = LeaderLabels {
-                        namespace: key.0.clone(),
-                        policy: key.1.clone(),
+                        namespace: key.namespace.clone(),
+                        policy: key.name.clone(),
                         leader: s.leader.clone(),
                         lock: s.lock.clone(),
                     };
@@ -291,7 +264,11 @@ impl Collector for PolicyCollector {
         family("policy_state", "1 for the policy's current state, 0 for the others", GaugeType, &mut |m| {
             for (key, s) in snapshots.iter() {
                 for state in STATES {
-                    let l = StateLabels { namespace: key.0.clone(), policy: key.1.clone(), state: state.as_str() };
+                    let l = StateLabels {
+                        namespace: key.namespace.clone(),
+                        policy: key.name.clone(),
+                        state: state.as_str(),
+                    };
                     ConstGauge::new(i64::from(s.state == Some(state))).encode(m.encode_family(&l)?)?;
                 }
             }
@@ -396,7 +373,7 @@ mod tests {
     #[test]
     fn per_policy_series_appear_and_disappear_with_the_policy() {
         let metrics = Metrics::new();
-        let key = ("apps".to_string(), "web".to_string());
+        let key = PolicyKey::new("apps", "web");
         metrics.set_policy(
             key.clone(),
             PolicySnapshot {

@@ -7,8 +7,10 @@ pub mod leadership;
 pub mod lock_record;
 pub mod observation;
 pub mod pending_writes;
+pub mod policy_key;
 pub mod reasons;
 pub mod status;
+pub mod tracking;
 pub mod validation;
 
 /// FNV-1a, 64 bits: a stable hash (std's is not stable across Rust versions) for values

@@ -34,6 +34,7 @@ use crate::{
         claims::{Claimant, find_conflict},
         injection::{FIELD_MANAGER, apply_config, injected_by, is_applied, removal_config},
         pending_writes::PendingWrites,
+        policy_key::PolicyKey,
         reasons::{condition, condition_reason, event},
         status::{ConfigOutcome, ConfigReport},
         validation::{Detection, InvalidPolicy, PolicyOptions, ValidPolicy, validate},
@@ -45,7 +46,7 @@ use crate::{
         observer::{ObserverHandle, Registration},
         status_code,
     },
-    metrics::{Metrics, PolicyKey},
+    metrics::Metrics,
 };
 
 /// Held on each policy until its configuration has been taken back out.
@@ -226,7 +227,7 @@ fn track_deletions(
     listing: &mut (Vec<PolicyKey>, std::time::Instant),
     gone: &mpsc::UnboundedSender<Gone>,
 ) {
-    let key = |p: &ElectionPolicy| (p.namespace().unwrap_or_default(), p.name_any());
+    let key = PolicyKey::of;
     match event {
         watcher::Event::Delete(policy) => drop(gone.send(Gone::Deleted(key(policy)))),
         watcher::Event::Init => *listing = (Vec::new(), std::time::Instant::now()),
@@ -422,7 +423,7 @@ async fn cleanup(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     for deployment in listed.items.iter().filter(|d| injected_by(d) == Some(name.as_str())) {
         remove_injection(deployment, &regarding, context).await?;
     }
-    context.observer.unregister((namespace, name.clone())).await;
+    context.observer.unregister(PolicyKey::new(namespace, name.clone())).await;
     retry_conflicting(context, &regarding);
     info!(%name, "configuration removed; policy released");
     Ok(Action::await_change())

@@ -22,8 +22,10 @@ use crate::{
     domain::{
         lock_record::{LockContent, LockKey},
         observation::{Health, LockObservation, Moment, Occurrence, Resumed},
+        policy_key::PolicyKey,
         reasons::{condition, condition_reason, event},
         status::{ConfigReport, HolderCheck, differs_for_users, render},
+        tracking::PolicySnapshot,
         validation::Detection,
     },
     k8s::{
@@ -32,7 +34,7 @@ use crate::{
         pods::{HolderPod, PodIndex},
         status_writer::StatusWriter,
     },
-    metrics::{Metrics, PolicyKey, PolicySnapshot},
+    metrics::Metrics,
 };
 
 /// How often a registered lock that the watch has not seen is looked for (and labelled so
@@ -197,7 +199,7 @@ impl Observer {
                         let affected: Vec<PolicyKey> = self
                             .entries
                             .keys()
-                            .filter(|(ns, _)| namespace.as_ref().is_none_or(|changed| changed == ns))
+                            .filter(|policy| namespace.as_ref().is_none_or(|changed| *changed == policy.namespace))
                             .cloned()
                             .collect();
                         for policy in affected {
@@ -216,7 +218,7 @@ impl Observer {
     }
 
     async fn register(&mut self, registration: Registration) {
-        let key = (registration.regarding.namespace.clone(), registration.regarding.name.clone());
+        let key = PolicyKey::new(registration.regarding.namespace.clone(), registration.regarding.name.clone());
         let watched_lock = registration.report.lock.clone().filter(|_| registration.report.outcome.observes_lock());
         let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
             regarding: registration.regarding.clone(),
@@ -410,7 +412,7 @@ impl Observer {
         let holder_pod = if leader.is_empty() {
             None
         } else {
-            match self.pods.holder_pod(&policy.0, &leader, &entry.pod_selectors) {
+            match self.pods.holder_pod(&policy.namespace, &leader, &entry.pod_selectors) {
                 Some(found) => Some(found),
                 // The Pods are not listed yet: nothing can be said of the holder. The
                 // listing's completion brings every policy back here.
@@ -425,7 +427,7 @@ impl Observer {
                 Some(HolderPod::Found(pod)) => Some(pod.as_str()),
                 _ => None,
             };
-            self.pods.label_leader(&policy.0, leader_pod, &entry.pod_selectors);
+            self.pods.label_leader(&policy.namespace, leader_pod, &entry.pod_selectors);
         }
         if not_found && !was_not_found {
             let lock = entry.report.lock.as_ref().map(ToString::to_string).unwrap_or_default();
@@ -506,7 +508,7 @@ impl Observer {
 
     async fn emit(&self, policy: &PolicyKey, notice: Notice) {
         if let Some(entry) = self.entries.get(policy) {
-            debug!(namespace = %policy.0, policy = %policy.1, reason = notice.reason, note = %notice.note, "event");
+            debug!(namespace = %policy.namespace, policy = %policy.name, reason = notice.reason, note = %notice.note, "event");
             let _ = self.events.send((entry.regarding.clone(), notice)).await;
         }
     }

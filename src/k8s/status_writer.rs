@@ -22,9 +22,9 @@ use tracing::{debug, warn};
 
 use crate::{
     api::ElectionPolicyStatus,
-    domain::injection::FIELD_MANAGER,
+    domain::{injection::FIELD_MANAGER, policy_key::PolicyKey},
     k8s::{api_call, status_code},
-    metrics::{Metrics, PolicyKey},
+    metrics::Metrics,
 };
 
 #[derive(Clone)]
@@ -108,10 +108,10 @@ async fn work(shared: Arc<Shared>, receiver: Arc<tokio::sync::Mutex<mpsc::Unboun
             match write_status(&shared, &policy, &status).await {
                 Ok(()) => delay = Duration::from_millis(200),
                 Err(error) if status_code(&error) == Some(404) => {
-                    debug!(namespace = %policy.0, policy = %policy.1, "policy gone; status dropped");
+                    debug!(namespace = %policy.namespace, policy = %policy.name, "policy gone; status dropped");
                 }
                 Err(error) => {
-                    warn!(namespace = %policy.0, policy = %policy.1, %error, retry_in = ?delay, "status write failed");
+                    warn!(namespace = %policy.namespace, policy = %policy.name, %error, retry_in = ?delay, "status write failed");
                     tokio::time::sleep(delay).await;
                     delay = (delay * 2).min(Duration::from_secs(5));
                     // Retry with whatever is newest: this version, or one queued meanwhile.
@@ -124,7 +124,7 @@ async fn work(shared: Arc<Shared>, receiver: Arc<tokio::sync::Mutex<mpsc::Unboun
 
 async fn write_status(
     shared: &Shared,
-    (namespace, name): &PolicyKey,
+    PolicyKey { namespace, name }: &PolicyKey,
     status: &ElectionPolicyStatus,
 ) -> kube::Result<()> {
     let api: Api<crate::api::ElectionPolicy> = Api::namespaced(shared.client.clone(), namespace);
@@ -152,7 +152,7 @@ mod tests {
     #[test]
     fn a_policy_has_one_write_in_flight_and_its_newest_status_written_last() {
         let mut queue = QueueState::default();
-        let key = ("ns".to_string(), "p".to_string());
+        let key = PolicyKey::new("ns", "p");
         assert!(queue.offer(&key, status("a")), "the first status needs a worker");
         let first = queue.next(&key).unwrap();
         assert_eq!(first.leader, "a");
