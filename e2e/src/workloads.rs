@@ -11,7 +11,10 @@ use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
 use kube::{Api, Client, api::ListParams};
 use serde_json::{Value, json};
 
-use crate::{helm, helm_ok, install_crd, kubectl, kubectl_ok, wait_for};
+use crate::{
+    cluster::{helm, helm_ok, install_crd, kubectl, kubectl_ok},
+    waits::wait_for,
+};
 
 /// The operator's image, as the chart's image values (repository, tag).
 const OPERATOR_IMAGE_VALUES: &str = "image.repository=localhost/election-operator,image.tag=e2e,image.pullPolicy=Never";

@@ -1,0 +1,27 @@
+//! A namespace of its own for each test.
+
+use crate::cluster::{kubectl, kubectl_ok, wait_control_plane_healthy};
+
+/// A namespace for one test, deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    /// Checks that the control plane is healthy (see [`wait_control_plane_healthy`]), then
+    /// creates the namespace.
+    pub fn new(prefix: &str) -> Self {
+        wait_control_plane_healthy();
+        let suffix =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() % 1_000_000_000;
+        let name = format!("{prefix}-{suffix:x}");
+        kubectl_ok(&["create", "namespace", &name], None);
+        TestNamespace { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let _ = kubectl(&["delete", "namespace", &self.name, "--wait=false"], None);
+    }
+}
