@@ -2,10 +2,12 @@
 
 use std::{path::PathBuf, sync::Mutex};
 
-use crate::workloads;
-
 /// Logs of the operators the tests have running, so a failure can show what they did.
 pub(crate) static RUNNING_OPERATOR_LOGS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// While a chart release runs: how to fetch its Pods' logs (the last `tail` lines of each).
+/// Set by `workloads`, which knows the release, so that this module need not know it.
+pub(crate) static CHART_POD_LOGS: Mutex<Option<fn(Option<usize>) -> String>> = Mutex::new(None);
 
 /// The last lines of each running operator's log.
 pub fn operator_log_tails() -> String {
@@ -20,11 +22,8 @@ pub fn operator_log_tails() -> String {
             format!("--- last {LINES} lines of {} ---\n{tail}", path.display())
         })
         .collect();
-    if workloads::CHART_INSTALLED.load(std::sync::atomic::Ordering::SeqCst) {
-        tails.push(format!(
-            "--- last {LINES} lines of each operator Pod ---\n{}",
-            workloads::operator_pod_logs(Some(LINES))
-        ));
+    if let Some(pod_logs) = *CHART_POD_LOGS.lock().unwrap_or_else(|e| e.into_inner()) {
+        tails.push(format!("--- last {LINES} lines of each operator Pod ---\n{}", pod_logs(Some(LINES))));
     }
     tails.join("\n")
 }

@@ -5,7 +5,7 @@
 //!
 //! Images are built and imported by `e2e/cluster up` (see e2e/images/build).
 
-use std::{sync::atomic::AtomicBool, time::Duration};
+use std::time::Duration;
 
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
 use kube::{Api, Client, api::ListParams};
@@ -13,6 +13,7 @@ use serde_json::{Value, json};
 
 use crate::{
     cluster::{helm, helm_ok, install_crd, kubectl, kubectl_ok},
+    operator_logs::CHART_POD_LOGS,
     waits::wait_for,
 };
 
@@ -25,9 +26,6 @@ pub const SCHEDULER_IMAGE: &str = "localhost/kube-scheduler:e2e";
 pub const OPERATOR_NAMESPACE: &str = "election-system";
 pub const RELEASE: &str = "election-operator";
 const OPERATOR_SELECTOR: &str = "app.kubernetes.io/instance=election-operator";
-
-/// Set while a chart release runs, so a failing wait can show its Pods' logs.
-pub(crate) static CHART_INSTALLED: AtomicBool = AtomicBool::new(false);
 
 /// The namespace the chart goes into, with the restricted Pod Security profile enforced.
 pub fn ensure_restricted_namespace() {
@@ -68,7 +66,8 @@ impl ChartOperator {
             args.extend(["--set", set]);
         }
         helm_ok(&args);
-        CHART_INSTALLED.store(true, std::sync::atomic::Ordering::SeqCst);
+        // A failing wait shows the release's Pods' logs from now on.
+        *CHART_POD_LOGS.lock().unwrap_or_else(|e| e.into_inner()) = Some(operator_pod_logs);
         let operator = ChartOperator { installed: true };
         operator.leader(client).await;
         operator
@@ -118,11 +117,11 @@ impl Drop for ChartOperator {
 
 fn uninstall() {
     let _ = helm(&["uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait", "--timeout", "120s"]);
-    CHART_INSTALLED.store(false, std::sync::atomic::Ordering::SeqCst);
+    *CHART_POD_LOGS.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 
 /// The operator Pods' logs, the last `tail` lines of each (all of them when None).
-pub(crate) fn operator_pod_logs(tail: Option<usize>) -> String {
+fn operator_pod_logs(tail: Option<usize>) -> String {
     let tail = tail.map_or("-1".to_string(), |t| t.to_string());
     let output = kubectl(
         &[
