@@ -19,7 +19,7 @@ use axum::{
 };
 use tracing::info;
 
-use crate::metrics::Metrics;
+use crate::{Error, Result, metrics::Metrics};
 
 /// Whether the operator is doing its job: a standby waiting for leadership is ready; a
 /// leader is ready once its caches are synced.
@@ -37,12 +37,13 @@ impl Readiness {
 }
 
 /// Parses kubebuilder-style bind addresses: ":8080" means every interface, "0" disables.
-pub fn parse_bind_address(text: &str) -> Result<Option<SocketAddr>, String> {
-    match text {
-        "0" | "" => Ok(None),
-        _ if text.starts_with(':') => format!("0.0.0.0{text}").parse().map(Some).map_err(|e| format!("{text:?}: {e}")),
-        _ => text.parse().map(Some).map_err(|e| format!("{text:?}: {e}")),
-    }
+pub fn parse_bind_address(text: &str) -> Result<Option<SocketAddr>> {
+    let parsed = match text {
+        "0" | "" => return Ok(None),
+        _ if text.starts_with(':') => format!("0.0.0.0{text}").parse(),
+        _ => text.parse(),
+    };
+    parsed.map(Some).map_err(|reason| Error::InvalidBindAddress { address: text.to_string(), reason })
 }
 
 pub async fn serve_metrics(address: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
@@ -79,6 +80,9 @@ mod tests {
         assert_eq!(parse_bind_address(":8080").unwrap(), Some("0.0.0.0:8080".parse().unwrap()));
         assert_eq!(parse_bind_address("127.0.0.1:9").unwrap(), Some("127.0.0.1:9".parse().unwrap()));
         assert_eq!(parse_bind_address("0").unwrap(), None);
-        assert!(parse_bind_address("nonsense").is_err());
+        let error = parse_bind_address("nonsense").unwrap_err();
+        assert!(matches!(&error, Error::InvalidBindAddress { address, .. } if address == "nonsense"), "{error:?}");
+        assert_eq!(error.to_string(), r#""nonsense": invalid socket address syntax"#);
+        assert_eq!(parse_bind_address(":x").unwrap_err().to_string(), r#"":x": invalid socket address syntax"#);
     }
 }

@@ -28,6 +28,14 @@ pub enum Error {
 
     #[error("object has no {0}")]
     MissingField(&'static str),
+
+    /// With --leader-elect: another replica took over, so this one must stop writing.
+    #[error("leadership lost")]
+    LeadershipLost,
+
+    /// A --metrics-bind-address or --health-probe-bind-address that is not an address.
+    #[error("{address:?}: {reason}")]
+    InvalidBindAddress { address: String, reason: std::net::AddrParseError },
 }
 
 impl From<kube::Error> for Error {
@@ -44,6 +52,8 @@ impl Error {
             Error::CrdNotInstalled(_) => "crd_not_installed",
             Error::Injection(_) => "injection",
             Error::MissingField(_) => "missing_field",
+            Error::LeadershipLost => "leadership_lost",
+            Error::InvalidBindAddress { .. } => "invalid_bind_address",
         }
     }
 }

@@ -139,25 +139,25 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let election = if args.leader_elect {
         let timings = Timings {
-            lease_duration: parse_go_duration("--leader-election-lease-duration", &args.leader_election_lease_duration)
-                .map_err(anyhow::Error::msg)?,
-            renew_deadline: parse_go_duration("--leader-election-renew-deadline", &args.leader_election_renew_deadline)
-                .map_err(anyhow::Error::msg)?,
-            retry_period: parse_go_duration("--leader-election-retry-period", &args.leader_election_retry_period)
-                .map_err(anyhow::Error::msg)?,
+            lease_duration: parse_go_duration(
+                "--leader-election-lease-duration",
+                &args.leader_election_lease_duration,
+            )?,
+            renew_deadline: parse_go_duration(
+                "--leader-election-renew-deadline",
+                &args.leader_election_renew_deadline,
+            )?,
+            retry_period: parse_go_duration("--leader-election-retry-period", &args.leader_election_retry_period)?,
         };
-        check_timings(&timings).map_err(anyhow::Error::msg)?;
+        check_timings(&timings)?;
         let namespace =
             args.leader_election_namespace.clone().or_else(pod_namespace).unwrap_or_else(|| "election-system".into());
         Some((LeaseLocation { namespace, name: args.leader_election_id.clone() }, timings))
     } else {
         None
     };
-    let metrics_address =
-        parse_bind_address(&args.metrics_bind_address).map_err(anyhow::Error::msg).context("--metrics-bind-address")?;
-    let probe_address = parse_bind_address(&args.health_probe_bind_address)
-        .map_err(anyhow::Error::msg)
-        .context("--health-probe-bind-address")?;
+    let metrics_address = parse_bind_address(&args.metrics_bind_address).context("--metrics-bind-address")?;
+    let probe_address = parse_bind_address(&args.health_probe_bind_address).context("--health-probe-bind-address")?;
 
     let metrics = Metrics::new();
     let readiness = Readiness::default();
@@ -198,7 +198,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
         identity,
         election,
     };
-    operator::run(client, settings, metrics, readiness, shutdown).await
+    // Lost leadership is an error: the process exits non-zero, and Kubernetes restarts it as
+    // a standby.
+    Ok(operator::run(client, settings, metrics, readiness, shutdown).await?)
 }
 
 async fn shutdown_signal() {

@@ -7,14 +7,16 @@
 
 use std::{
     collections::BTreeMap,
+    fmt,
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
 
 use prometheus_client::{
     collector::Collector,
-    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, text::encode},
+    encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric, MetricEncoder, text::encode},
     metrics::{
+        MetricType,
         counter::{ConstCounter, Counter},
         family::Family,
         gauge::ConstGauge,
@@ -227,141 +229,146 @@ struct StateLabels {
 const STATES: [PolicyState; 5] =
     [PolicyState::Pending, PolicyState::Healthy, PolicyState::Stale, PolicyState::NoLeader, PolicyState::Invalid];
 
+/// How a per-policy family reads a policy's value from its snapshot, at scrape time `now`.
+/// A reading of `None` leaves the policy out of the family.
+enum Reading {
+    /// A gauge, 1 or 0.
+    Flag(fn(&PolicySnapshot) -> bool),
+    /// A gauge in seconds.
+    Seconds(fn(&PolicySnapshot, Instant) -> Option<f64>),
+    /// A counter (its name gets `_total`).
+    Count(fn(&PolicySnapshot) -> Option<u64>),
+}
+
+/// The per-policy families labelled by namespace and policy alone, in exposition order:
+/// (name, help, reading). `leader_info` and `policy_state`, with labels of their own, come
+/// before them.
+static POLICY_FAMILIES: &[(&str, &str, Reading)] = &[
+    (
+        "lease_stale",
+        "1 while no renewal was observed within the lease duration",
+        Reading::Flag(|s| s.state == Some(PolicyState::Stale)),
+    ),
+    (
+        "holder_not_found",
+        "1 while the holder is not a Pod of the selected Deployments",
+        Reading::Flag(|s| s.holder_not_found),
+    ),
+    ("leader_flapping", "1 while leadership changes more often than the policy allows", Reading::Flag(|s| s.flapping)),
+    (
+        "renewals_slow",
+        "1 while no renewal was observed for the slow-renewal threshold",
+        Reading::Flag(|s| s.renewals_slow),
+    ),
+    (
+        "lease_unobservable",
+        "1 while the lease's deadline passed with the lock unwatchable (LeaderHealthy Unknown, not Stale)",
+        Reading::Flag(|s| s.unobservable),
+    ),
+    (
+        "last_renewal_age_seconds",
+        "Seconds since the operator last observed the lock record change",
+        Reading::Seconds(|s, now| s.last_change.map(|changed| now.saturating_duration_since(changed).as_secs_f64())),
+    ),
+    (
+        "lease_expiry_margin_seconds",
+        "Seconds left before the lease goes stale unless renewed (negative once past)",
+        Reading::Seconds(|s, now| {
+            s.deadline.map(|deadline| match deadline.checked_duration_since(now) {
+                Some(left) => left.as_secs_f64(),
+                None => -now.duration_since(deadline).as_secs_f64(),
+            })
+        }),
+    ),
+    (
+        "renewal_interval_seconds",
+        "Interval between the last two renewals observed",
+        Reading::Seconds(|s, _| s.renewal_interval.map(|interval| interval.as_secs_f64())),
+    ),
+    (
+        "leader_transitions",
+        "Leader transitions recorded in the lock (leaderTransitions)",
+        Reading::Count(|s| s.recorded_transitions.map(|transitions| u64::try_from(transitions).unwrap_or(0))),
+    ),
+    (
+        "observed_leader_changes",
+        "Leader changes observed by this operator process",
+        Reading::Count(|s| Some(s.observed_changes)),
+    ),
+];
+
+impl Reading {
+    fn metric_type(&self) -> MetricType {
+        match self {
+            Reading::Flag(_) | Reading::Seconds(_) => MetricType::Gauge,
+            Reading::Count(_) => MetricType::Counter,
+        }
+    }
+
+    /// Writes the policy's sample, if it has one.
+    fn encode(
+        &self,
+        snapshot: &PolicySnapshot,
+        now: Instant,
+        labels: &PolicyLabels,
+        family: &mut MetricEncoder,
+    ) -> fmt::Result {
+        match *self {
+            Reading::Flag(read) => ConstGauge::new(i64::from(read(snapshot))).encode(family.encode_family(labels)?),
+            Reading::Seconds(read) => match read(snapshot, now) {
+                Some(seconds) => ConstGauge::new(seconds).encode(family.encode_family(labels)?),
+                None => Ok(()),
+            },
+            Reading::Count(read) => match read(snapshot) {
+                Some(count) => ConstCounter::new(count).encode(family.encode_family(labels)?),
+                None => Ok(()),
+            },
+        }
+    }
+}
+
 impl Collector for PolicyCollector {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> fmt::Result {
         let snapshots = self.snapshots.read().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let labels = |key: &PolicyKey| PolicyLabels { namespace: key.namespace.clone(), policy: key.name.clone() };
 
-        let mut family =
-            |name: &str,
-             help: &str,
-             kind: prometheus_client::metrics::MetricType,
-             emit: &mut dyn FnMut(&mut prometheus_client::encoding::MetricEncoder) -> Result<(), std::fmt::Error>|
-             -> Result<(), std::fmt::Error> {
-                let mut metric = encoder.encode_descriptor(name, help, None, kind)?;
-                emit(&mut metric)
-            };
-        use prometheus_client::metrics::MetricType::{Counter as CounterType, Gauge as GaugeType};
-
-        family(
+        let mut family = encoder.encode_descriptor(
             "leader_info",
             "The lock's current holder (1 per policy; empty leader label when none)",
-            GaugeType,
-            &mut |m| {
-                for (key, s) in snapshots.iter() {
-                    let l = LeaderLabels {
-                        namespace: key.namespace.clone(),
-                        policy: key.name.clone(),
-                        leader: s.leader.clone(),
-                        lock: s.lock.clone(),
-                    };
-                    ConstGauge::new(1i64).encode(m.encode_family(&l)?)?;
-                }
-                Ok(())
-            },
+            None,
+            MetricType::Gauge,
         )?;
-        family("policy_state", "1 for the policy's current state, 0 for the others", GaugeType, &mut |m| {
-            for (key, s) in snapshots.iter() {
-                for state in STATES {
-                    let l = StateLabels {
-                        namespace: key.namespace.clone(),
-                        policy: key.name.clone(),
-                        state: state.as_str(),
-                    };
-                    ConstGauge::new(i64::from(s.state == Some(state))).encode(m.encode_family(&l)?)?;
-                }
-            }
-            Ok(())
-        })?;
-        family("lease_stale", "1 while no renewal was observed within the lease duration", GaugeType, &mut |m| {
-            for (key, s) in snapshots.iter() {
-                ConstGauge::new(i64::from(s.state == Some(PolicyState::Stale)))
-                    .encode(m.encode_family(&labels(key))?)?;
-            }
-            Ok(())
-        })?;
-        for (name, help, flag) in [
-            (
-                "holder_not_found",
-                "1 while the holder is not a Pod of the selected Deployments",
-                (|s: &PolicySnapshot| s.holder_not_found) as fn(&PolicySnapshot) -> bool,
-            ),
-            ("leader_flapping", "1 while leadership changes more often than the policy allows", |s| s.flapping),
-            ("renewals_slow", "1 while no renewal was observed for the slow-renewal threshold", |s| s.renewals_slow),
-            (
-                "lease_unobservable",
-                "1 while the lease's deadline passed with the lock unwatchable (LeaderHealthy Unknown, not Stale)",
-                |s| s.unobservable,
-            ),
-        ] {
-            family(name, help, GaugeType, &mut |m| {
-                for (key, s) in snapshots.iter() {
-                    ConstGauge::new(i64::from(flag(s))).encode(m.encode_family(&labels(key))?)?;
-                }
-                Ok(())
-            })?;
+        for (key, s) in snapshots.iter() {
+            let labels = LeaderLabels {
+                namespace: key.namespace.clone(),
+                policy: key.name.clone(),
+                leader: s.leader.clone(),
+                lock: s.lock.clone(),
+            };
+            ConstGauge::new(1i64).encode(family.encode_family(&labels)?)?;
         }
-        family(
-            "last_renewal_age_seconds",
-            "Seconds since the operator last observed the lock record change",
-            GaugeType,
-            &mut |m| {
-                for (key, s) in snapshots.iter() {
-                    if let Some(changed) = s.last_change {
-                        ConstGauge::new(now.saturating_duration_since(changed).as_secs_f64())
-                            .encode(m.encode_family(&labels(key))?)?;
-                    }
-                }
-                Ok(())
-            },
+
+        let mut family = encoder.encode_descriptor(
+            "policy_state",
+            "1 for the policy's current state, 0 for the others",
+            None,
+            MetricType::Gauge,
         )?;
-        family(
-            "lease_expiry_margin_seconds",
-            "Seconds left before the lease goes stale unless renewed (negative once past)",
-            GaugeType,
-            &mut |m| {
-                for (key, s) in snapshots.iter() {
-                    if let Some(deadline) = s.deadline {
-                        let margin = if deadline >= now {
-                            deadline.duration_since(now).as_secs_f64()
-                        } else {
-                            -now.duration_since(deadline).as_secs_f64()
-                        };
-                        ConstGauge::new(margin).encode(m.encode_family(&labels(key))?)?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        family("renewal_interval_seconds", "Interval between the last two renewals observed", GaugeType, &mut |m| {
-            for (key, s) in snapshots.iter() {
-                if let Some(interval) = s.renewal_interval {
-                    ConstGauge::new(interval.as_secs_f64()).encode(m.encode_family(&labels(key))?)?;
-                }
+        for (key, s) in snapshots.iter() {
+            for state in STATES {
+                let labels =
+                    StateLabels { namespace: key.namespace.clone(), policy: key.name.clone(), state: state.as_str() };
+                ConstGauge::new(i64::from(s.state == Some(state))).encode(family.encode_family(&labels)?)?;
             }
-            Ok(())
-        })?;
-        family(
-            "leader_transitions",
-            "Leader transitions recorded in the lock (leaderTransitions)",
-            CounterType,
-            &mut |m| {
-                for (key, s) in snapshots.iter() {
-                    if let Some(transitions) = s.recorded_transitions {
-                        ConstCounter::new(u64::try_from(transitions).unwrap_or(0))
-                            .encode(m.encode_family(&labels(key))?)?;
-                    }
-                }
-                Ok(())
-            },
-        )?;
-        family("observed_leader_changes", "Leader changes observed by this operator process", CounterType, &mut |m| {
+        }
+
+        for (name, help, reading) in POLICY_FAMILIES {
+            let mut family = encoder.encode_descriptor(name, help, None, reading.metric_type())?;
             for (key, s) in snapshots.iter() {
-                ConstCounter::new(s.observed_changes).encode(m.encode_family(&labels(key))?)?;
+                let labels = PolicyLabels { namespace: key.namespace.clone(), policy: key.name.clone() };
+                reading.encode(s, now, &labels, &mut family)?;
             }
-            Ok(())
-        })?;
+        }
         Ok(())
     }
 }
@@ -413,4 +420,193 @@ mod tests {
         assert!(text.contains(r#"election_api_errors_total{operation="patch_deployment"} 1"#), "{text}");
         assert!(text.contains("election_reconcile_duration_seconds_count 1"), "{text}");
     }
+
+    /// Renders policies covering every snapshot field, with the two clock-dependent values
+    /// (age, margin) rounded to whole seconds and marked `~`.
+    fn render_policies() -> String {
+        let metrics = Metrics::new();
+        let now = Instant::now();
+        let snapshot = |state| PolicySnapshot { state: Some(state), ..Default::default() };
+        metrics.set_policy(
+            PolicyKey::new("apps", "web"),
+            PolicySnapshot {
+                leader: "web-1".into(),
+                lock: "leases/apps/web".into(),
+                state: Some(PolicyState::Stale),
+                last_change: Some(now - Duration::from_secs(20)),
+                deadline: Some(now - Duration::from_secs(5)),
+                recorded_transitions: Some(3),
+                observed_changes: 2,
+                renewal_interval: Some(Duration::from_millis(2500)),
+                holder_not_found: true,
+                flapping: true,
+                renewals_slow: true,
+                unobservable: true,
+            },
+        );
+        metrics.set_policy(
+            PolicyKey::new("apps", "worker"),
+            PolicySnapshot { lock: "configmaps/apps/worker".into(), ..Default::default() },
+        );
+        metrics.set_policy(
+            PolicyKey::new("ops", "db"),
+            PolicySnapshot {
+                leader: "db-0".into(),
+                lock: "endpoints/ops/db".into(),
+                state: Some(PolicyState::Healthy),
+                last_change: Some(now - Duration::from_secs(1)),
+                deadline: Some(now + Duration::from_secs(30)),
+                recorded_transitions: Some(-1),
+                observed_changes: 7,
+                renewal_interval: Some(Duration::from_secs(2)),
+                ..Default::default()
+            },
+        );
+        metrics.set_policy(PolicyKey::new("ops", "a-pending"), snapshot(PolicyState::Pending));
+        metrics.set_policy(PolicyKey::new("ops", "b-no-leader"), snapshot(PolicyState::NoLeader));
+        metrics.set_policy(PolicyKey::new("ops", "c-invalid"), snapshot(PolicyState::Invalid));
+        let clocked = ["election_last_renewal_age_seconds{", "election_lease_expiry_margin_seconds{"];
+        metrics
+            .render()
+            .lines()
+            .map(|line| match line.rsplit_once(' ') {
+                Some((series, value)) if clocked.iter().any(|c| series.starts_with(c)) => {
+                    format!("{series} ~{}\n", value.parse::<f64>().unwrap().round())
+                }
+                _ => format!("{line}\n"),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_exposition_is_unchanged() {
+        let text = render_policies();
+        assert_eq!(text, EXPECTED_EXPOSITION, "got:\n{text}");
+    }
+
+    const EXPECTED_EXPOSITION: &str = r##"# HELP election_reconcile_duration_seconds Time spent reconciling one ElectionPolicy.
+# TYPE election_reconcile_duration_seconds histogram
+election_reconcile_duration_seconds_sum 0.0
+election_reconcile_duration_seconds_count 0
+election_reconcile_duration_seconds_bucket{le="0.001"} 0
+election_reconcile_duration_seconds_bucket{le="0.005"} 0
+election_reconcile_duration_seconds_bucket{le="0.01"} 0
+election_reconcile_duration_seconds_bucket{le="0.05"} 0
+election_reconcile_duration_seconds_bucket{le="0.1"} 0
+election_reconcile_duration_seconds_bucket{le="0.25"} 0
+election_reconcile_duration_seconds_bucket{le="0.5"} 0
+election_reconcile_duration_seconds_bucket{le="1.0"} 0
+election_reconcile_duration_seconds_bucket{le="2.5"} 0
+election_reconcile_duration_seconds_bucket{le="5.0"} 0
+election_reconcile_duration_seconds_bucket{le="10.0"} 0
+election_reconcile_duration_seconds_bucket{le="+Inf"} 0
+# HELP election_status_writes ElectionPolicy status writes.
+# TYPE election_status_writes counter
+election_status_writes_total 0
+# HELP election_leader_info The lock's current holder (1 per policy; empty leader label when none)
+# TYPE election_leader_info gauge
+election_leader_info{namespace="apps",policy="web",leader="web-1",lock="leases/apps/web"} 1
+election_leader_info{namespace="apps",policy="worker",leader="",lock="configmaps/apps/worker"} 1
+election_leader_info{namespace="ops",policy="a-pending",leader="",lock=""} 1
+election_leader_info{namespace="ops",policy="b-no-leader",leader="",lock=""} 1
+election_leader_info{namespace="ops",policy="c-invalid",leader="",lock=""} 1
+election_leader_info{namespace="ops",policy="db",leader="db-0",lock="endpoints/ops/db"} 1
+# HELP election_policy_state 1 for the policy's current state, 0 for the others
+# TYPE election_policy_state gauge
+election_policy_state{namespace="apps",policy="web",state="Pending"} 0
+election_policy_state{namespace="apps",policy="web",state="Healthy"} 0
+election_policy_state{namespace="apps",policy="web",state="Stale"} 1
+election_policy_state{namespace="apps",policy="web",state="NoLeader"} 0
+election_policy_state{namespace="apps",policy="web",state="Invalid"} 0
+election_policy_state{namespace="apps",policy="worker",state="Pending"} 0
+election_policy_state{namespace="apps",policy="worker",state="Healthy"} 0
+election_policy_state{namespace="apps",policy="worker",state="Stale"} 0
+election_policy_state{namespace="apps",policy="worker",state="NoLeader"} 0
+election_policy_state{namespace="apps",policy="worker",state="Invalid"} 0
+election_policy_state{namespace="ops",policy="a-pending",state="Pending"} 1
+election_policy_state{namespace="ops",policy="a-pending",state="Healthy"} 0
+election_policy_state{namespace="ops",policy="a-pending",state="Stale"} 0
+election_policy_state{namespace="ops",policy="a-pending",state="NoLeader"} 0
+election_policy_state{namespace="ops",policy="a-pending",state="Invalid"} 0
+election_policy_state{namespace="ops",policy="b-no-leader",state="Pending"} 0
+election_policy_state{namespace="ops",policy="b-no-leader",state="Healthy"} 0
+election_policy_state{namespace="ops",policy="b-no-leader",state="Stale"} 0
+election_policy_state{namespace="ops",policy="b-no-leader",state="NoLeader"} 1
+election_policy_state{namespace="ops",policy="b-no-leader",state="Invalid"} 0
+election_policy_state{namespace="ops",policy="c-invalid",state="Pending"} 0
+election_policy_state{namespace="ops",policy="c-invalid",state="Healthy"} 0
+election_policy_state{namespace="ops",policy="c-invalid",state="Stale"} 0
+election_policy_state{namespace="ops",policy="c-invalid",state="NoLeader"} 0
+election_policy_state{namespace="ops",policy="c-invalid",state="Invalid"} 1
+election_policy_state{namespace="ops",policy="db",state="Pending"} 0
+election_policy_state{namespace="ops",policy="db",state="Healthy"} 1
+election_policy_state{namespace="ops",policy="db",state="Stale"} 0
+election_policy_state{namespace="ops",policy="db",state="NoLeader"} 0
+election_policy_state{namespace="ops",policy="db",state="Invalid"} 0
+# HELP election_lease_stale 1 while no renewal was observed within the lease duration
+# TYPE election_lease_stale gauge
+election_lease_stale{namespace="apps",policy="web"} 1
+election_lease_stale{namespace="apps",policy="worker"} 0
+election_lease_stale{namespace="ops",policy="a-pending"} 0
+election_lease_stale{namespace="ops",policy="b-no-leader"} 0
+election_lease_stale{namespace="ops",policy="c-invalid"} 0
+election_lease_stale{namespace="ops",policy="db"} 0
+# HELP election_holder_not_found 1 while the holder is not a Pod of the selected Deployments
+# TYPE election_holder_not_found gauge
+election_holder_not_found{namespace="apps",policy="web"} 1
+election_holder_not_found{namespace="apps",policy="worker"} 0
+election_holder_not_found{namespace="ops",policy="a-pending"} 0
+election_holder_not_found{namespace="ops",policy="b-no-leader"} 0
+election_holder_not_found{namespace="ops",policy="c-invalid"} 0
+election_holder_not_found{namespace="ops",policy="db"} 0
+# HELP election_leader_flapping 1 while leadership changes more often than the policy allows
+# TYPE election_leader_flapping gauge
+election_leader_flapping{namespace="apps",policy="web"} 1
+election_leader_flapping{namespace="apps",policy="worker"} 0
+election_leader_flapping{namespace="ops",policy="a-pending"} 0
+election_leader_flapping{namespace="ops",policy="b-no-leader"} 0
+election_leader_flapping{namespace="ops",policy="c-invalid"} 0
+election_leader_flapping{namespace="ops",policy="db"} 0
+# HELP election_renewals_slow 1 while no renewal was observed for the slow-renewal threshold
+# TYPE election_renewals_slow gauge
+election_renewals_slow{namespace="apps",policy="web"} 1
+election_renewals_slow{namespace="apps",policy="worker"} 0
+election_renewals_slow{namespace="ops",policy="a-pending"} 0
+election_renewals_slow{namespace="ops",policy="b-no-leader"} 0
+election_renewals_slow{namespace="ops",policy="c-invalid"} 0
+election_renewals_slow{namespace="ops",policy="db"} 0
+# HELP election_lease_unobservable 1 while the lease's deadline passed with the lock unwatchable (LeaderHealthy Unknown, not Stale)
+# TYPE election_lease_unobservable gauge
+election_lease_unobservable{namespace="apps",policy="web"} 1
+election_lease_unobservable{namespace="apps",policy="worker"} 0
+election_lease_unobservable{namespace="ops",policy="a-pending"} 0
+election_lease_unobservable{namespace="ops",policy="b-no-leader"} 0
+election_lease_unobservable{namespace="ops",policy="c-invalid"} 0
+election_lease_unobservable{namespace="ops",policy="db"} 0
+# HELP election_last_renewal_age_seconds Seconds since the operator last observed the lock record change
+# TYPE election_last_renewal_age_seconds gauge
+election_last_renewal_age_seconds{namespace="apps",policy="web"} ~20
+election_last_renewal_age_seconds{namespace="ops",policy="db"} ~1
+# HELP election_lease_expiry_margin_seconds Seconds left before the lease goes stale unless renewed (negative once past)
+# TYPE election_lease_expiry_margin_seconds gauge
+election_lease_expiry_margin_seconds{namespace="apps",policy="web"} ~-5
+election_lease_expiry_margin_seconds{namespace="ops",policy="db"} ~30
+# HELP election_renewal_interval_seconds Interval between the last two renewals observed
+# TYPE election_renewal_interval_seconds gauge
+election_renewal_interval_seconds{namespace="apps",policy="web"} 2.5
+election_renewal_interval_seconds{namespace="ops",policy="db"} 2.0
+# HELP election_leader_transitions Leader transitions recorded in the lock (leaderTransitions)
+# TYPE election_leader_transitions counter
+election_leader_transitions_total{namespace="apps",policy="web"} 3
+election_leader_transitions_total{namespace="ops",policy="db"} 0
+# HELP election_observed_leader_changes Leader changes observed by this operator process
+# TYPE election_observed_leader_changes counter
+election_observed_leader_changes_total{namespace="apps",policy="web"} 2
+election_observed_leader_changes_total{namespace="apps",policy="worker"} 0
+election_observed_leader_changes_total{namespace="ops",policy="a-pending"} 0
+election_observed_leader_changes_total{namespace="ops",policy="b-no-leader"} 0
+election_observed_leader_changes_total{namespace="ops",policy="c-invalid"} 0
+election_observed_leader_changes_total{namespace="ops",policy="db"} 7
+# EOF
+"##;
 }

@@ -6,7 +6,7 @@
 //! before a rule existed, a restore from backup), and acting on it then would be worse than
 //! reporting it.
 
-use std::time::Duration;
+use std::{borrow::Cow, fmt, time::Duration};
 
 use kube::core::{Selector, labels::ParseExpressionError};
 use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKind};
@@ -73,10 +73,104 @@ pub struct ValidPolicy {
     pub retry_period: String,
 }
 
-/// Why a policy was rejected: one message per broken rule, each naming its field.
+/// One broken rule, naming its field. Its text is what users read in the policy's status and
+/// Events (and what the e2e suite matches), so each variant keeps its message word for word.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{}", .0.join("; "))]
-pub struct InvalidPolicy(pub Vec<String>);
+pub enum Violation {
+    /// `value` is not a Go duration.
+    #[error("{field}: {value:?} is not a Go duration such as 15s, 1m30s or 500ms")]
+    NotADuration { field: String, value: String },
+    /// A negative duration.
+    #[error("{field} must be greater than 0, got {value:?}")]
+    NegativeDuration { field: String, value: String },
+    /// A zero duration.
+    #[error("{field} must be greater than 0")]
+    ZeroDuration { field: String },
+    /// client-go: the lease must outlive the leader's renewal attempts.
+    #[error("leaseDuration must be greater than renewDeadline")]
+    LeaseNotLongerThanRenewDeadline,
+    /// client-go: a renewal must fit at least one jittered retry.
+    #[error("renewDeadline must be greater than 1.2 x retryPeriod (client-go JitterFactor)")]
+    RenewDeadlineWithinJitteredRetry,
+    /// RenewalsSlow would never fire before the lease goes stale.
+    #[error("detection.slowRenewalAfter must be shorter than leaseDuration, or LeaseStale would always come first")]
+    SlowRenewalNotBeforeStale,
+    /// An empty selector, which would select every Deployment.
+    #[error("selector must not be empty: an empty selector would select every Deployment in the namespace")]
+    EmptySelector,
+    /// The selector does not convert to a label selector; `reason` says why.
+    #[error("selector: {reason}")]
+    InvalidSelector { reason: String },
+    /// The lock is outside the policy's namespace and --allow-cross-namespace-locks is off.
+    #[error(
+        "lock.namespace: {lock_namespace:?} is not the policy's namespace {policy_namespace:?}; \
+         a policy may only watch locks in its own namespace unless the operator runs with \
+         --allow-cross-namespace-locks"
+    )]
+    CrossNamespaceLock { lock_namespace: String, policy_namespace: String },
+    /// An Endpoints or ConfigMap lock, with --legacy-locks off.
+    #[error(
+        "lock.type: {lock_type:?} locks are disabled; the operator must run with --legacy-locks \
+         (Helm value legacyLocks.enabled) to read Endpoints and ConfigMap locks"
+    )]
+    LegacyLocksDisabled { lock_type: LockType },
+    /// leaderPodLabel, with --leader-pod-label off.
+    #[error(
+        "leaderPodLabel: the operator must run with --leader-pod-label (Helm value \
+         leaderPodLabel.enabled) to label Pods"
+    )]
+    LeaderPodLabelDisabled,
+    /// A lock name Kubernetes would refuse.
+    #[error("{field}: {DNS1123_SUBDOMAIN}")]
+    NotDns1123Subdomain { field: String },
+    /// A namespace name Kubernetes would refuse.
+    #[error("{field}: {DNS1123_LABEL}")]
+    NotDns1123Label { field: String },
+    /// validator's `length` rule; the bounds are the rule's, not the value's.
+    #[error("{field}: {}", length_message(*.min, *.max))]
+    Length { field: String, min: Option<u64>, max: Option<u64> },
+    /// Any other validator rule (such as `range`), by its message or else its code.
+    #[error("{}", rule_message(field, code, message.as_deref()))]
+    Rule { field: String, code: String, message: Option<String> },
+}
+
+const DNS1123_SUBDOMAIN: &str =
+    "must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit";
+const DNS1123_LABEL: &str =
+    "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit";
+
+fn length_message(min: Option<u64>, max: Option<u64>) -> String {
+    match (min, max) {
+        (Some(min), Some(max)) => format!("length must be between {min} and {max}"),
+        (Some(min), None) => format!("length must be at least {min}"),
+        (None, Some(max)) => format!("length must be at most {max}"),
+        (None, None) => "invalid length".into(),
+    }
+}
+
+/// The rule's own message, else its code; prefixed by the field unless on the whole spec.
+fn rule_message(field: &str, code: &str, message: Option<&str>) -> String {
+    let message = message.map_or_else(|| format!("failed rule {code}"), str::to_string);
+    if field.is_empty() { message } else { format!("{field}: {message}") }
+}
+
+/// Why a policy was rejected: every broken rule, in a stable order; shown joined by "; ".
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InvalidPolicy(pub Vec<Violation>);
+
+impl fmt::Display for InvalidPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (index, violation) in self.0.iter().enumerate() {
+            if index > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{violation}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for InvalidPolicy {}
 
 /// Validates a policy living in `policy_namespace`.
 pub fn validate(
@@ -85,54 +179,39 @@ pub fn validate(
     options: PolicyOptions,
 ) -> Result<ValidPolicy, InvalidPolicy> {
     let mut problems = Vec::new();
+    let timings = spec_timings(spec);
     if let Err(errors) = spec.validate() {
+        // validator runs the spec-wide timing rule ([`timings`]) only once every field rule
+        // passed, and reports it under "__all__", which sorts first. It is reported typed
+        // here, and `flatten_errors` skips its message.
+        if errors.errors().contains_key("__all__") {
+            problems.extend(timings.as_ref().err().cloned());
+        }
         flatten_errors("", &errors, &mut problems);
     }
 
-    let selector = match parse_selector(spec) {
-        Ok(selector) => Some(selector),
-        Err(problem) => {
-            problems.push(problem);
-            None
-        }
-    };
+    let selector = parse_selector(spec).map_err(|v| problems.push(v)).ok();
 
     let lock_namespace = spec.lock.namespace.clone().unwrap_or_else(|| policy_namespace.to_string());
     if lock_namespace != policy_namespace && !options.allow_cross_namespace_locks {
-        problems.push(format!(
-            "lock.namespace: {lock_namespace:?} is not the policy's namespace {policy_namespace:?}; \
-             a policy may only watch locks in its own namespace unless the operator runs with \
-             --allow-cross-namespace-locks"
-        ));
+        problems.push(Violation::CrossNamespaceLock {
+            lock_namespace: lock_namespace.clone(),
+            policy_namespace: policy_namespace.to_string(),
+        });
     }
     if spec.lock.type_ != LockType::Lease && !options.legacy_locks {
-        problems.push(format!(
-            "lock.type: {:?} locks are disabled; the operator must run with --legacy-locks \
-             (Helm value legacyLocks.enabled) to read Endpoints and ConfigMap locks",
-            spec.lock.type_
-        ));
+        problems.push(Violation::LegacyLocksDisabled { lock_type: spec.lock.type_ });
     }
 
     if spec.leader_pod_label && !options.leader_pod_label {
-        problems.push(
-            "leaderPodLabel: the operator must run with --leader-pod-label (Helm value \
-             leaderPodLabel.enabled) to label Pods"
-                .into(),
-        );
+        problems.push(Violation::LeaderPodLabelDisabled);
     }
-    let detection = match parse_detection(spec) {
-        Ok(detection) => Some(detection),
-        Err(problem) => {
-            problems.push(problem);
-            None
-        }
-    };
+    let detection = parse_detection(spec).map_err(|v| problems.push(v)).ok();
 
-    match (selector, detection, problems.is_empty()) {
-        (Some(selector), Some(detection), true) => Ok(ValidPolicy {
+    match (timings.ok(), selector, detection, problems.is_empty()) {
+        (Some(timings), Some(selector), Some(detection), true) => Ok(ValidPolicy {
             lock: LockKey { type_: spec.lock.type_, namespace: lock_namespace, name: spec.lock.name.clone() },
-            // Parsed successfully by the timing rule above, so these cannot fail here.
-            timings: parse_timings(spec).map_err(|e| InvalidPolicy(vec![e]))?,
+            timings,
             detection,
             leader_pod_label: spec.leader_pod_label,
             selector,
@@ -146,22 +225,22 @@ pub fn validate(
 }
 
 /// client-go's `NewLeaderElector` checks on parsed durations.
-pub fn check_timings(t: &Timings) -> Result<(), String> {
+pub fn check_timings(t: &Timings) -> Result<(), Violation> {
     // client-go checks the relations first; checking positivity first gives "0s" a message
     // that names the actual mistake.
     for (field, value) in
         [("leaseDuration", t.lease_duration), ("renewDeadline", t.renew_deadline), ("retryPeriod", t.retry_period)]
     {
         if value.is_zero() {
-            return Err(format!("{field} must be greater than 0"));
+            return Err(Violation::ZeroDuration { field: field.into() });
         }
     }
     if t.lease_duration <= t.renew_deadline {
-        return Err("leaseDuration must be greater than renewDeadline".into());
+        return Err(Violation::LeaseNotLongerThanRenewDeadline);
     }
     // renewDeadline > 1.2 * retryPeriod, in exact integer arithmetic.
     if t.renew_deadline.as_nanos() * JITTER_FACTOR_DENOMINATOR <= t.retry_period.as_nanos() * JITTER_FACTOR_NUMERATOR {
-        return Err("renewDeadline must be greater than 1.2 x retryPeriod (client-go JitterFactor)".into());
+        return Err(Violation::RenewDeadlineWithinJitteredRetry);
     }
     Ok(())
 }
@@ -169,11 +248,11 @@ pub fn check_timings(t: &Timings) -> Result<(), String> {
 /// Parses a duration the way Go's `time.ParseDuration` does (which is what CEL's
 /// `duration()` runs at `kubectl apply`), so that the operator and the API server agree on
 /// every string. Negative values are errors here.
-pub fn parse_go_duration(field: &str, text: &str) -> Result<Duration, String> {
-    let invalid = || format!("{field}: {text:?} is not a Go duration such as 15s, 1m30s or 500ms");
+pub fn parse_go_duration(field: &str, text: &str) -> Result<Duration, Violation> {
+    let invalid = || Violation::NotADuration { field: field.into(), value: text.into() };
     let (negative, nanos) = go_duration_nanos(text).ok_or_else(invalid)?;
     if negative && nanos > 0 {
-        return Err(format!("{field} must be greater than 0, got {text:?}"));
+        return Err(Violation::NegativeDuration { field: field.into(), value: text.into() });
     }
     Ok(Duration::from_nanos(u64::try_from(nanos).map_err(|_| invalid())?))
 }
@@ -235,10 +314,10 @@ fn go_duration_nanos(text: &str) -> Option<(bool, u128)> {
 }
 
 /// The detection thresholds, with renewDeadline / 2 as the default slow-renewal threshold.
-fn parse_detection(spec: &ElectionPolicySpec) -> Result<Detection, String> {
+fn parse_detection(spec: &ElectionPolicySpec) -> Result<Detection, Violation> {
     let window = parse_go_duration("detection.flappingWindow", &spec.detection.flapping_window)?;
     if window.is_zero() {
-        return Err("detection.flappingWindow must be greater than 0".into());
+        return Err(Violation::ZeroDuration { field: "detection.flappingWindow".into() });
     }
     let timings = parse_timings(spec).ok();
     let slow = match &spec.detection.slow_renewal_after {
@@ -246,13 +325,10 @@ fn parse_detection(spec: &ElectionPolicySpec) -> Result<Detection, String> {
         None => timings.map_or(Duration::from_secs(5), |t| t.renew_deadline / 2),
     };
     if slow.is_zero() {
-        return Err("detection.slowRenewalAfter must be greater than 0".into());
+        return Err(Violation::ZeroDuration { field: "detection.slowRenewalAfter".into() });
     }
     if timings.is_some_and(|t| slow >= t.lease_duration) {
-        return Err(
-            "detection.slowRenewalAfter must be shorter than leaseDuration, or LeaseStale would always come first"
-                .into(),
-        );
+        return Err(Violation::SlowRenewalNotBeforeStale);
     }
     Ok(Detection {
         flapping_transitions: usize::try_from(spec.detection.flapping_transitions).unwrap_or(1),
@@ -261,7 +337,7 @@ fn parse_detection(spec: &ElectionPolicySpec) -> Result<Detection, String> {
     })
 }
 
-fn parse_timings(spec: &ElectionPolicySpec) -> Result<Timings, String> {
+fn parse_timings(spec: &ElectionPolicySpec) -> Result<Timings, Violation> {
     Ok(Timings {
         lease_duration: parse_go_duration("leaseDuration", &spec.lease_duration)?,
         renew_deadline: parse_go_duration("renewDeadline", &spec.renew_deadline)?,
@@ -269,48 +345,44 @@ fn parse_timings(spec: &ElectionPolicySpec) -> Result<Timings, String> {
     })
 }
 
-/// validator schema rule on [`ElectionPolicySpec`]: the timings parse and satisfy client-go.
-pub fn timings(spec: &ElectionPolicySpec) -> Result<(), ValidationError> {
-    let failed = |message: String| {
-        let mut error = ValidationError::new("timings");
-        error.message = Some(message.into());
-        error
-    };
-    let timings = parse_timings(spec).map_err(failed)?;
-    check_timings(&timings).map_err(failed)
+/// The spec's timings, parsed and satisfying client-go.
+fn spec_timings(spec: &ElectionPolicySpec) -> Result<Timings, Violation> {
+    let timings = parse_timings(spec)?;
+    check_timings(&timings)?;
+    Ok(timings)
 }
 
-fn parse_selector(spec: &ElectionPolicySpec) -> Result<Selector, String> {
+/// The validator code of [`timings`], whose errors [`validate`] reports typed instead.
+const TIMINGS_CODE: &str = "timings";
+
+/// validator schema rule on [`ElectionPolicySpec`]: the timings parse and satisfy client-go.
+pub fn timings(spec: &ElectionPolicySpec) -> Result<(), ValidationError> {
+    spec_timings(spec).map(drop).map_err(|violation| message_error(TIMINGS_CODE, violation.to_string()))
+}
+
+fn parse_selector(spec: &ElectionPolicySpec) -> Result<Selector, Violation> {
     let selector = &spec.selector;
     let labels = selector.match_labels.as_ref().map_or(0, |l| l.len());
     let expressions = selector.match_expressions.as_ref().map_or(0, |e| e.len());
     if labels + expressions == 0 {
-        return Err(
-            "selector must not be empty: an empty selector would select every Deployment in the namespace".into()
-        );
+        return Err(Violation::EmptySelector);
     }
-    Selector::try_from(selector.clone()).map_err(|e: ParseExpressionError| format!("selector: {e}"))
+    Selector::try_from(selector.clone())
+        .map_err(|e: ParseExpressionError| Violation::InvalidSelector { reason: e.to_string() })
 }
+
+const DNS1123_SUBDOMAIN_CODE: &str = "dns1123_subdomain";
+const DNS1123_LABEL_CODE: &str = "dns1123_label";
 
 /// A DNS-1123 subdomain, as Kubernetes validates object names.
 pub fn dns1123_subdomain(value: &str) -> Result<(), ValidationError> {
     let ok = value.len() <= 253 && value.split('.').all(is_dns1123_label);
-    ok.then_some(()).ok_or_else(|| {
-        message_error(
-            "dns1123_subdomain",
-            "must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit",
-        )
-    })
+    ok.then_some(()).ok_or_else(|| message_error(DNS1123_SUBDOMAIN_CODE, DNS1123_SUBDOMAIN))
 }
 
 /// A DNS-1123 label, as Kubernetes validates namespace names.
 pub fn dns1123_label(value: &str) -> Result<(), ValidationError> {
-    is_dns1123_label(value).then_some(()).ok_or_else(|| {
-        message_error(
-            "dns1123_label",
-            "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit",
-        )
-    })
+    is_dns1123_label(value).then_some(()).ok_or_else(|| message_error(DNS1123_LABEL_CODE, DNS1123_LABEL))
 }
 
 fn is_dns1123_label(s: &str) -> bool {
@@ -323,14 +395,15 @@ fn is_dns1123_label(s: &str) -> bool {
         && bytes.iter().all(|b| alnum(b) || *b == b'-')
 }
 
-fn message_error(code: &'static str, message: &'static str) -> ValidationError {
+fn message_error(code: &'static str, message: impl Into<Cow<'static, str>>) -> ValidationError {
     let mut error = ValidationError::new(code);
     error.message = Some(message.into());
     error
 }
 
-/// Turns validator's nested error tree into "field.path: message" lines, in a stable order.
-fn flatten_errors(prefix: &str, errors: &ValidationErrors, out: &mut Vec<String>) {
+/// Turns validator's nested error tree into violations naming their "field.path", in a
+/// stable order.
+fn flatten_errors(prefix: &str, errors: &ValidationErrors, out: &mut Vec<Violation>) {
     let mut fields: Vec<_> = errors.errors().iter().collect();
     fields.sort_by_key(|(name, _)| name.to_string());
     for (field, kind) in fields {
@@ -341,10 +414,7 @@ fn flatten_errors(prefix: &str, errors: &ValidationErrors, out: &mut Vec<String>
         };
         match kind {
             ValidationErrorsKind::Field(list) => {
-                for error in list {
-                    let message = error.message.as_ref().map(|m| m.to_string()).unwrap_or_else(|| describe(error));
-                    out.push(if path.is_empty() { message } else { format!("{path}: {message}") });
-                }
+                out.extend(list.iter().filter(|e| e.code != TIMINGS_CODE).map(|e| violation(&path, e)));
             }
             ValidationErrorsKind::Struct(inner) => flatten_errors(&path, inner, out),
             ValidationErrorsKind::List(items) => {
@@ -356,18 +426,19 @@ fn flatten_errors(prefix: &str, errors: &ValidationErrors, out: &mut Vec<String>
     }
 }
 
-fn describe(error: &ValidationError) -> String {
-    match error.code.as_ref() {
-        "length" => {
-            let bound = |name: &str| error.params.get(name).map(|v| v.to_string());
-            match (bound("min"), bound("max")) {
-                (Some(min), Some(max)) => format!("length must be between {min} and {max}"),
-                (Some(min), None) => format!("length must be at least {min}"),
-                (None, Some(max)) => format!("length must be at most {max}"),
-                (None, None) => "invalid length".into(),
-            }
+/// The typed violation of one validator error at `field`.
+fn violation(field: &str, error: &ValidationError) -> Violation {
+    let field = field.to_string();
+    match (error.code.as_ref(), &error.message) {
+        (DNS1123_SUBDOMAIN_CODE, _) => Violation::NotDns1123Subdomain { field },
+        (DNS1123_LABEL_CODE, _) => Violation::NotDns1123Label { field },
+        ("length", None) => {
+            let bound = |name: &str| error.params.get(name).and_then(|v| v.as_u64());
+            Violation::Length { field, min: bound("min"), max: bound("max") }
         }
-        code => format!("failed rule {code}"),
+        (code, message) => {
+            Violation::Rule { field, code: code.to_string(), message: message.as_ref().map(|m| m.to_string()) }
+        }
     }
 }
 
@@ -464,8 +535,64 @@ mod tests {
             renew_deadline: Duration::from_millis(renew_ms),
             retry_period: Duration::from_secs(2),
         };
-        assert!(check_timings(&t(2400)).is_err(), "2.4s is not greater than 1.2 x 2s");
+        assert_eq!(check_timings(&t(2400)), Err(Violation::RenewDeadlineWithinJitteredRetry), "2.4s is not > 1.2 x 2s");
         assert!(check_timings(&t(2401)).is_ok());
+    }
+
+    #[test]
+    fn violations_are_typed() {
+        let violations = |overrides| validate("apps", &spec(overrides), PolicyOptions::default()).unwrap_err().0;
+        let field = |name: &str| name.to_string();
+        assert_eq!(violations(json!({"leaseDuration": "10s"})), [Violation::LeaseNotLongerThanRenewDeadline]);
+        assert_eq!(
+            violations(json!({"lock": {"name": "", "namespace": "other", "type": "Endpoints"}, "selector": {}})),
+            [
+                Violation::Length { field: field("lock.name"), min: Some(1), max: Some(253) },
+                Violation::NotDns1123Subdomain { field: field("lock.name") },
+                Violation::EmptySelector,
+                Violation::CrossNamespaceLock { lock_namespace: field("other"), policy_namespace: field("apps") },
+                Violation::LegacyLocksDisabled { lock_type: LockType::Endpoints },
+            ]
+        );
+        assert_eq!(
+            violations(json!({"detection": {"flappingTransitions": 0, "flappingWindow": "-1m"}})),
+            [
+                Violation::Rule { field: field("detection.flappingTransitions"), code: field("range"), message: None },
+                Violation::NegativeDuration { field: field("detection.flappingWindow"), value: field("-1m") },
+            ]
+        );
+        assert_eq!(
+            violations(json!({"leaderPodLabel": true, "detection": {"slowRenewalAfter": "1h"}})),
+            [Violation::LeaderPodLabelDisabled, Violation::SlowRenewalNotBeforeStale]
+        );
+        assert_eq!(
+            parse_go_duration("retryPeriod", "soon"),
+            Err(Violation::NotADuration { field: field("retryPeriod"), value: field("soon") })
+        );
+        let zero_retry = Timings {
+            lease_duration: Duration::from_secs(15),
+            renew_deadline: Duration::from_secs(10),
+            retry_period: Duration::ZERO,
+        };
+        assert_eq!(check_timings(&zero_retry), Err(Violation::ZeroDuration { field: field("retryPeriod") }));
+    }
+
+    #[test]
+    fn validator_rules_keep_their_codes_and_messages() {
+        let error = timings(&spec(json!({"retryPeriod": "9s"}))).unwrap_err();
+        assert_eq!(error.code, "timings");
+        assert_eq!(
+            error.message.unwrap(),
+            "renewDeadline must be greater than 1.2 x retryPeriod (client-go JitterFactor)"
+        );
+        assert!(timings(&spec(json!({}))).is_ok());
+        let error = dns1123_subdomain("a..b").unwrap_err();
+        assert_eq!(error.code, "dns1123_subdomain");
+        assert_eq!(error.message.unwrap(), DNS1123_SUBDOMAIN);
+        let error = dns1123_label("a.b").unwrap_err();
+        assert_eq!(error.code, "dns1123_label");
+        assert_eq!(error.message.unwrap(), DNS1123_LABEL);
+        assert!(dns1123_subdomain("a.b-c").is_ok() && dns1123_label("b-c").is_ok());
     }
 
     #[test]
@@ -490,4 +617,72 @@ mod tests {
             assert!(parse_go_duration("x", text).is_err(), "{text:?} should not parse");
         }
     }
+
+    /// Every message, whole: the e2e suite and users' alerts match on these texts.
+    #[test]
+    fn messages_are_unchanged() {
+        let none = PolicyOptions::default();
+        let cases = [
+            json!({"leaseDuration": "10s"}),
+            json!({"renewDeadline": "2400ms"}),
+            json!({"retryPeriod": "0s"}),
+            json!({"leaseDuration": "-15s"}),
+            json!({"renewDeadline": "soon"}),
+            json!({"lock": {"name": "Bad_Name"}}),
+            json!({"lock": {"name": ""}}),
+            json!({"lock": {"name": "x", "namespace": "UPPER"}}),
+            json!({"selector": {}}),
+            json!({"selector": {"matchExpressions": [{"key": "a", "operator": "Near", "values": ["b"]}]}}),
+            json!({"injection": {"containers": []}}),
+            json!({"lock": {"name": "x", "namespace": "other"}}),
+            json!({"lock": {"name": "x", "type": "ConfigMap"}}),
+            json!({"leaderPodLabel": true}),
+            json!({"detection": {"flappingWindow": "0s"}}),
+            json!({"detection": {"flappingWindow": "-1m"}}),
+            json!({"detection": {"flappingWindow": "later"}}),
+            json!({"detection": {"slowRenewalAfter": "0s"}}),
+            json!({"detection": {"slowRenewalAfter": "15s"}}),
+            json!({"detection": {"flappingTransitions": 0}}),
+            json!({
+                "leaseDuration": "1s",
+                "lock": {"name": "Bad", "namespace": "elsewhere", "type": "Endpoints"},
+                "selector": {},
+                "leaderPodLabel": true,
+                "detection": {"slowRenewalAfter": "nope"},
+            }),
+        ];
+        let mut got: Vec<String> = cases.into_iter().map(|overrides| problems(overrides, none)).collect();
+        got.push(parse_go_duration("--leader-election-lease-duration", "1x").unwrap_err().to_string());
+        got.push(parse_go_duration("--leader-election-retry-period", "-2s").unwrap_err().to_string());
+        let zero =
+            Timings { lease_duration: Duration::ZERO, renew_deadline: Duration::ZERO, retry_period: Duration::ZERO };
+        got.push(check_timings(&zero).unwrap_err().to_string());
+        let got = got.join("\n");
+        assert_eq!(got, EXPECTED_MESSAGES, "got:\n{got}");
+    }
+
+    const EXPECTED_MESSAGES: &str = r#"leaseDuration must be greater than renewDeadline
+renewDeadline must be greater than 1.2 x retryPeriod (client-go JitterFactor)
+retryPeriod must be greater than 0
+leaseDuration must be greater than 0, got "-15s"
+renewDeadline: "soon" is not a Go duration such as 15s, 1m30s or 500ms
+lock.name: must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit
+lock.name: length must be between 1 and 253; lock.name: must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit
+lock.namespace: must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit; lock.namespace: "UPPER" is not the policy's namespace "apps"; a policy may only watch locks in its own namespace unless the operator runs with --allow-cross-namespace-locks
+selector must not be empty: an empty selector would select every Deployment in the namespace
+selector: failed to parse value as expression: Invalid expression operator
+injection.containers: length must be between 1 and 64
+lock.namespace: "other" is not the policy's namespace "apps"; a policy may only watch locks in its own namespace unless the operator runs with --allow-cross-namespace-locks
+lock.type: ConfigMap locks are disabled; the operator must run with --legacy-locks (Helm value legacyLocks.enabled) to read Endpoints and ConfigMap locks
+leaderPodLabel: the operator must run with --leader-pod-label (Helm value leaderPodLabel.enabled) to label Pods
+detection.flappingWindow must be greater than 0
+detection.flappingWindow must be greater than 0, got "-1m"
+detection.flappingWindow: "later" is not a Go duration such as 15s, 1m30s or 500ms
+detection.slowRenewalAfter must be greater than 0
+detection.slowRenewalAfter must be shorter than leaseDuration, or LeaseStale would always come first
+detection.flappingTransitions: failed rule range
+lock.name: must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit; selector must not be empty: an empty selector would select every Deployment in the namespace; lock.namespace: "elsewhere" is not the policy's namespace "apps"; a policy may only watch locks in its own namespace unless the operator runs with --allow-cross-namespace-locks; lock.type: Endpoints locks are disabled; the operator must run with --legacy-locks (Helm value legacyLocks.enabled) to read Endpoints and ConfigMap locks; leaderPodLabel: the operator must run with --leader-pod-label (Helm value leaderPodLabel.enabled) to label Pods; detection.slowRenewalAfter: "nope" is not a Go duration such as 15s, 1m30s or 500ms
+--leader-election-lease-duration: "1x" is not a Go duration such as 15s, 1m30s or 500ms
+--leader-election-retry-period must be greater than 0, got "-2s"
+leaseDuration must be greater than 0"#;
 }
