@@ -19,9 +19,11 @@ use crate::{
     k8s::{
         controller,
         events::EventPublisher,
+        inbox::inbox,
         leader_election::{self, LeaseLocation},
         locks::{LockLabeler, watch_locks},
         observer::Observer,
+        pods::PodIndex,
         status_code,
     },
     metrics::Metrics,
@@ -65,7 +67,7 @@ pub async fn run(
     metrics: Metrics,
     readiness: Readiness,
     shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<()> {
+) -> Result<()> {
     let mut lost_leadership = None;
     let mut election = None;
     if let Some((location, timings)) = settings.election.clone() {
@@ -97,7 +99,9 @@ pub async fn run(
 
     let labeler = LockLabeler::new(client.clone(), metrics.clone());
     let publisher = EventPublisher::new(client.clone(), settings.identity.clone(), metrics.clone());
-    let observer = Observer::spawn(client.clone(), publisher.clone(), labeler.clone(), metrics.clone());
+    let (observer, observer_inbox) = inbox();
+    let pods = PodIndex::spawn(client.clone(), observer.clone(), metrics.clone());
+    Observer::spawn(observer_inbox, client.clone(), publisher.clone(), labeler.clone(), pods, metrics.clone());
     let mut kinds = vec![LockType::Lease];
     if settings.options.legacy_locks {
         kinds.extend([LockType::Endpoints, LockType::ConfigMap]);
@@ -141,7 +145,7 @@ pub async fn run(
             _ = controller => Ok(()),
             _ = lost => {
                 error!("leadership lost; stopping so that only the new leader writes");
-                Err(anyhow::anyhow!("leadership lost"))
+                Err(Error::LeadershipLost)
             }
         },
     };

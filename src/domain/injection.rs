@@ -262,14 +262,15 @@ fn fingerprint(spec: &Value, policy_name: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::{
         api::{ElectionPolicySpec, InjectionSpec},
         domain::validation::{PolicyOptions, validate},
     };
 
-    fn policy(mode: InjectionMode, containers: Option<Vec<&str>>) -> ValidPolicy {
+    /// A valid policy of lock `apps/demo-lock`, with the default timings.
+    pub(crate) fn policy(mode: InjectionMode, containers: Option<Vec<&str>>) -> ValidPolicy {
         let spec: ElectionPolicySpec = serde_json::from_value(json!({
             "selector": {"matchLabels": {"app": "demo"}},
             "lock": {"name": "demo-lock"},
@@ -286,8 +287,13 @@ mod tests {
     }
 
     fn deployment(containers: Value) -> Deployment {
+        named("demo", containers)
+    }
+
+    /// A Deployment in namespace `apps` with these pod template containers.
+    pub(crate) fn named(name: &str, containers: Value) -> Deployment {
         serde_json::from_value(json!({
-            "metadata": {"name": "demo", "namespace": "apps"},
+            "metadata": {"name": name, "namespace": "apps"},
             "spec": {
                 "selector": {"matchLabels": {"app": "demo"}},
                 "template": {"spec": {"containers": containers}},
@@ -299,7 +305,7 @@ mod tests {
     /// What the API server does with an apply under our manager, for the fields this module
     /// writes: merge env by name, replace args, set annotations; and on a later apply drop
     /// what the previous one set and this one does not.
-    fn server_side_apply(live: &Deployment, previous: Option<&Value>, config: &Value) -> Deployment {
+    pub(crate) fn server_side_apply(live: &Deployment, previous: Option<&Value>, config: &Value) -> Deployment {
         let mut value = serde_json::to_value(live).unwrap();
         let ours = |c: &Value| -> Vec<String> {
             c["env"].as_array().into_iter().flatten().filter_map(|e| e["name"].as_str().map(String::from)).collect()

@@ -2,9 +2,12 @@
 //! what lets the tests below each module replay any sequence of observations exactly.
 
 pub mod claims;
+pub mod holder;
 pub mod injection;
+pub mod injection_plan;
 pub mod leadership;
 pub mod lock_record;
+pub mod notices;
 pub mod observation;
 pub mod pending_writes;
 pub mod policy_key;

@@ -8,9 +8,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use crate::{
     api::{ElectionPolicyStatus, PolicyState},
     domain::{
+        holder::{HolderCheck, holder_not_found_message},
         lock_record::{LeaderElectionRecord, LockKey},
         observation::{Health, LockObservation},
-        reasons::{condition, condition_reason as reason},
+        reasons::{condition, condition_reason as reason, event},
     },
 };
 
@@ -35,6 +36,17 @@ impl ConfigOutcome {
     /// True when the lock should be watched.
     pub fn observes_lock(&self) -> bool {
         !matches!(self, ConfigOutcome::Invalid(_) | ConfigOutcome::Conflict(_))
+    }
+
+    /// The reason of the Warning Event for an outcome that needs the user's attention.
+    pub fn problem(&self) -> Option<&'static str> {
+        match self {
+            ConfigOutcome::Invalid(_) => Some(event::INVALID_POLICY),
+            ConfigOutcome::Conflict(_) => Some(event::LOCK_CONFLICT),
+            ConfigOutcome::Injected(d) if d.is_empty() => Some(event::TARGET_NOT_FOUND),
+            ConfigOutcome::Failed { .. } => Some(event::INJECTION_FAILED),
+            ConfigOutcome::Pending | ConfigOutcome::Injected(_) | ConfigOutcome::Observing(_) => None,
+        }
     }
 }
 
@@ -79,7 +91,7 @@ pub fn render(
 
     let conditions = [config, leader, ready]
         .into_iter()
-        .map(|(type_, status, reason, message)| {
+        .map(|Rendered { type_, status, reason, message }| {
             let since = previous
                 .and_then(|p| p.conditions.iter().find(|c| c.type_ == type_))
                 .filter(|c| c.status == status)
@@ -119,45 +131,53 @@ pub fn differs_for_users(a: &ElectionPolicyStatus, b: &ElectionPolicyStatus) -> 
     strip(a) != strip(b)
 }
 
-type Rendered = (&'static str, &'static str, &'static str, String);
+/// One condition as rendered, before its transition time is settled.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rendered {
+    pub type_: &'static str,
+    pub status: &'static str,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+const fn rendered(type_: &'static str, status: &'static str, reason: &'static str, message: String) -> Rendered {
+    Rendered { type_, status, reason, message }
+}
 
 fn config_condition(report: &ConfigReport) -> Rendered {
     let list = |d: &[String]| d.join(", ");
     match &report.outcome {
         ConfigOutcome::Pending => {
-            (condition::CONFIG_INJECTED, "Unknown", reason::RECONCILING, "not reconciled yet".into())
+            rendered(condition::CONFIG_INJECTED, "Unknown", reason::RECONCILING, "not reconciled yet".into())
         }
-        ConfigOutcome::Invalid(why) => (condition::CONFIG_INJECTED, "False", reason::INVALID_POLICY, why.clone()),
-        ConfigOutcome::Conflict(why) => (condition::CONFIG_INJECTED, "False", reason::LOCK_CONFLICT, why.clone()),
-        ConfigOutcome::Injected(d) if d.is_empty() => (
+        ConfigOutcome::Invalid(why) => {
+            rendered(condition::CONFIG_INJECTED, "False", reason::INVALID_POLICY, why.clone())
+        }
+        ConfigOutcome::Conflict(why) => {
+            rendered(condition::CONFIG_INJECTED, "False", reason::LOCK_CONFLICT, why.clone())
+        }
+        ConfigOutcome::Injected(d) if d.is_empty() => rendered(
             condition::CONFIG_INJECTED,
             "False",
             reason::TARGET_NOT_FOUND,
             format!("selector {} matches no Deployment in the policy's namespace", report.selector),
         ),
-        ConfigOutcome::Injected(d) => (
+        ConfigOutcome::Injected(d) => rendered(
             condition::CONFIG_INJECTED,
             "True",
             reason::INJECTED,
             format!("configuration injected into {} Deployment(s): {}", d.len(), list(d)),
         ),
-        ConfigOutcome::Observing(d) => (
+        ConfigOutcome::Observing(d) => rendered(
             condition::CONFIG_INJECTED,
             "True",
             reason::INJECTION_DISABLED,
             format!("injection.mode is None: {} Deployment(s) selected and left untouched", d.len()),
         ),
         ConfigOutcome::Failed { message, .. } => {
-            (condition::CONFIG_INJECTED, "False", reason::INJECTION_FAILED, message.clone())
+            rendered(condition::CONFIG_INJECTED, "False", reason::INJECTION_FAILED, message.clone())
         }
     }
-}
-
-/// Findings about the holder that take more than the lock to make.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct HolderCheck {
-    /// The holder is not a Pod of the selected Deployments, which are named here.
-    pub not_found_among: Option<Vec<String>>,
 }
 
 /// LeaderHealthy, from the most serious finding down: staleness, no leader, a holder that
@@ -168,7 +188,8 @@ fn leader_condition(
     holder: &HolderCheck,
     lock: &str,
 ) -> Rendered {
-    let unknown = |reason: &'static str, message: String| (condition::LEADER_HEALTHY, "Unknown", reason, message);
+    let unknown =
+        |reason: &'static str, message: String| rendered(condition::LEADER_HEALTHY, "Unknown", reason, message);
     match &report.outcome {
         ConfigOutcome::Invalid(_) => {
             return unknown(reason::INVALID_POLICY, "the lock is not watched while the policy is invalid".into());
@@ -191,19 +212,15 @@ fn leader_condition(
             reason::LOCK_UNOBSERVABLE,
             format!("{lock} cannot be watched right now; last renewal by {leader} observed at {}", since(observation)),
         ),
-        Health::Healthy if holder.not_found_among.is_some() => (
+        Health::Healthy if holder.not_found_among.is_some() => rendered(
             condition::LEADER_HEALTHY,
             "False",
             reason::HOLDER_NOT_FOUND,
-            format!(
-                "{leader} holds {lock} but is not a Pod of the selected Deployments ({}): a deleted Pod still \
-                 holding it, or a process outside them",
-                holder.not_found_among.as_deref().unwrap_or_default().join(", ")
-            ),
+            holder_not_found_message(leader, lock, holder.not_found_among.as_deref().unwrap_or_default()),
         ),
         Health::Healthy if observation.is_flapping() => {
             let d = observation.detection();
-            (
+            rendered(
                 condition::LEADER_HEALTHY,
                 "False",
                 reason::LEADER_FLAPPING,
@@ -214,7 +231,7 @@ fn leader_condition(
                 ),
             )
         }
-        Health::Healthy if observation.is_slow() => (
+        Health::Healthy if observation.is_slow() => rendered(
             condition::LEADER_HEALTHY,
             "True",
             reason::RENEWALS_SLOW,
@@ -224,10 +241,13 @@ fn leader_condition(
                 observation.lease_duration().as_secs()
             ),
         ),
-        Health::Healthy => {
-            (condition::LEADER_HEALTHY, "True", reason::LEADER_RENEWING, format!("{leader} holds {lock} and renews it"))
-        }
-        Health::Stale => (
+        Health::Healthy => rendered(
+            condition::LEADER_HEALTHY,
+            "True",
+            reason::LEADER_RENEWING,
+            format!("{leader} holds {lock} and renews it"),
+        ),
+        Health::Stale => rendered(
             condition::LEADER_HEALTHY,
             "False",
             reason::LEASE_STALE,
@@ -237,19 +257,22 @@ fn leader_condition(
                 observation.lease_duration().as_secs()
             ),
         ),
-        Health::NoLeader => {
-            (condition::LEADER_HEALTHY, "False", reason::NO_LEADER, format!("{lock} exists but nobody holds it"))
-        }
+        Health::NoLeader => rendered(
+            condition::LEADER_HEALTHY,
+            "False",
+            reason::NO_LEADER,
+            format!("{lock} exists but nobody holds it"),
+        ),
         Health::Pending => unknown(reason::LOCK_NOT_FOUND, format!("no leader-election record in {lock} yet")),
         Health::Malformed(why) => unknown(reason::MALFORMED_LOCK_RECORD, format!("{lock}: {why}")),
     }
 }
 
 fn ready_condition(config: &Rendered, leader: &Rendered) -> Rendered {
-    match (config.1, leader.1) {
-        ("True", "True") => (condition::READY, "True", reason::READY, leader.3.clone()),
-        ("True", _) => (condition::READY, "False", leader.2, leader.3.clone()),
-        _ => (condition::READY, "False", config.2, config.3.clone()),
+    match (config.status, leader.status) {
+        ("True", "True") => rendered(condition::READY, "True", reason::READY, leader.message.clone()),
+        ("True", _) => rendered(condition::READY, "False", leader.reason, leader.message.clone()),
+        _ => rendered(condition::READY, "False", config.reason, config.message.clone()),
     }
 }
 

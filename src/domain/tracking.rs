@@ -1,9 +1,371 @@
-//! The per-policy bookkeeping of the observer: what one policy's lock observation, holder
-//! check and status come to, decided without I/O.
+//! The per-policy bookkeeping of the observer, decided without I/O.
+//!
+//! A [`PolicyTracker`] takes every input about one policy (the controller's registration,
+//! what the lock watch delivered, a deadline, a change among the Pods, a watch going blind)
+//! and answers with [`Action`]s: the status to write, the Events to publish, the Pod to
+//! label, when to wake it next, what the metrics show. The observer task
+//! (`k8s::observer`) routes inputs to trackers and carries out their actions; it decides
+//! nothing itself. What a tracker reads of the operator's caches comes through
+//! [`ClusterView`], and the time through a [`Moment`] argument, so tests drive it with
+//! plain data and assert the exact actions.
 
 use std::time::{Duration, Instant};
 
-use crate::api::PolicyState;
+use kube::core::Selector;
+
+use crate::{
+    api::{ElectionPolicyStatus, LockType, PolicyState},
+    domain::{
+        holder::{HolderCheck, HolderPod, holder_not_found_message},
+        lock_record::{LockContent, LockKey},
+        notices::{Notice, Regarding, config_notice, holder_not_found_notice, occurrence_notice},
+        observation::{Health, LockObservation, Moment, Occurrence, Resumed},
+        policy_key::PolicyKey,
+        reasons::condition,
+        status::{ConfigReport, differs_for_users, render},
+        validation::Detection,
+    },
+};
+
+/// How a valid policy's lock is watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchSettings {
+    /// The policy's leaseDuration, used when a record does not carry its own.
+    pub fallback_lease_duration: Duration,
+    pub detection: Detection,
+    /// Keep the leader label on the holder's Pod.
+    pub leader_pod_label: bool,
+}
+
+/// What the policy controller tells the observer after each reconcile.
+#[derive(Clone, Debug)]
+pub struct Registration {
+    pub regarding: Regarding,
+    pub report: ConfigReport,
+    /// How to watch the lock; `None` for an invalid policy, whose lock is not watched.
+    pub watch: Option<WatchSettings>,
+    /// Selectors of the selected Deployments' Pods: the holder should be one of them.
+    pub pod_selectors: Vec<Selector>,
+    /// Names of the selected Deployments, for messages.
+    pub deployments: Vec<String>,
+    /// The status as found on the object, so a restarted operator resumes where it was.
+    pub current_status: Option<ElectionPolicyStatus>,
+}
+
+impl Registration {
+    pub fn key(&self) -> PolicyKey {
+        PolicyKey::new(&self.regarding.namespace, &self.regarding.name)
+    }
+
+    /// The lock to watch: the one a valid policy names, unless it conflicts with another.
+    pub fn watched_lock(&self) -> Option<&LockKey> {
+        self.report.lock.as_ref().filter(|_| self.watch.is_some() && self.report.outcome.observes_lock())
+    }
+}
+
+/// What a tracker reads of the operator's caches; it never changes them.
+pub trait ClusterView {
+    /// The lock as its watch shows it (`Absent` when it is not there); `None` until the
+    /// watch of its kind has listed, when a missing lock only means "not seen yet".
+    fn lock(&self, lock: &LockKey) -> Option<LockContent>;
+    /// Whether the watch of this kind of lock has listed.
+    fn lock_kind_listed(&self, kind: LockType) -> bool;
+    /// Whether the Pods have been listed.
+    fn pods_listed(&self) -> bool;
+    /// The Pod, among those `selectors` select in `namespace`, that `holder` names; `None`
+    /// until the Pods have been listed.
+    fn holder_pod(&self, namespace: &str, holder: &str, selectors: &[Selector]) -> Option<HolderPod>;
+}
+
+/// What the observer is to do for a policy, in order.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Action {
+    /// Hand this status to the status writer.
+    WriteStatus(ElectionPolicyStatus),
+    /// Publish this Event on the policy.
+    Publish(Notice),
+    /// Put the leader label on this one of the selected Pods and take it off the others
+    /// (`None`: off all of them).
+    LabelLeaderPod(Option<String>),
+    /// Wake the tracker at this instant (`None`: there is nothing to time).
+    SetTimer(Option<Instant>),
+    /// What the metrics show of the policy, all of it.
+    SetMetrics(PolicySnapshot),
+    /// A plain renewal: only the renewal times of the metrics move.
+    Renewed { last_change: Option<Instant>, stale_deadline: Option<Instant>, interval: Option<Duration> },
+}
+
+/// One policy's lock observation, holder check and status.
+#[derive(Clone, Debug)]
+pub struct PolicyTracker {
+    regarding: Regarding,
+    report: ConfigReport,
+    watch: Option<WatchSettings>,
+    observation: Option<LockObservation>,
+    pod_selectors: Vec<Selector>,
+    deployments: Vec<String>,
+    holder: HolderCheck,
+    /// The status last handed to the writer (or found on the object at start).
+    written: Option<ElectionPolicyStatus>,
+    /// Leader changes observed since the operator started.
+    observed_changes: u64,
+}
+
+impl PolicyTracker {
+    /// A tracker for a policy seen for the first time; [`Self::register`] follows.
+    pub fn new(registration: &Registration) -> Self {
+        PolicyTracker {
+            regarding: registration.regarding.clone(),
+            report: registration.report.clone(),
+            watch: None,
+            observation: None,
+            pod_selectors: Vec::new(),
+            deployments: Vec::new(),
+            holder: HolderCheck::default(),
+            written: registration.current_status.clone(),
+            observed_changes: 0,
+        }
+    }
+
+    pub fn regarding(&self) -> &Regarding {
+        &self.regarding
+    }
+
+    /// The lock being observed.
+    pub fn watched_lock(&self) -> Option<&LockKey> {
+        self.observation.as_ref().and(self.report.lock.as_ref()).filter(|_| self.report.outcome.observes_lock())
+    }
+
+    pub fn pod_selectors(&self) -> &[Selector] {
+        &self.pod_selectors
+    }
+
+    /// The lock's health, once observed.
+    pub fn health(&self) -> Option<&Health> {
+        self.observation.as_ref().map(LockObservation::health)
+    }
+
+    /// The controller's latest word on the policy. A changed lock starts a new observation,
+    /// resumed from the status only if that describes the same lock. A configuration
+    /// problem is reported once, when the ConfigInjected condition changes (compared with
+    /// the status, so an operator restart does not repeat it).
+    pub fn register(&mut self, registration: Registration, view: &impl ClusterView, now: Moment) -> Vec<Action> {
+        let previous_config = config_condition(self.written.as_ref());
+        let previous_lock = self.watched_lock().cloned();
+        let watched_lock = registration.watched_lock().cloned();
+        let Registration { regarding, report, watch, pod_selectors, deployments, current_status } = registration;
+        self.regarding = regarding;
+        self.report = report;
+        self.watch = watch;
+        self.pod_selectors = pod_selectors;
+        self.deployments = deployments;
+        if previous_lock != watched_lock {
+            self.observation = watched_lock.as_ref().zip(watch).map(|(lock, watch)| {
+                let status = current_status.as_ref().filter(|s| s.lock.as_deref() == Some(&lock.to_string()));
+                let resumed =
+                    status.map_or_else(Resumed::default, |s| Resumed { leader: s.leader.clone(), state: s.state });
+                LockObservation::new(watch.fallback_lease_duration, watch.detection, resumed)
+            });
+        }
+        if let (Some(observation), Some(watch)) = (self.observation.as_mut(), watch) {
+            observation.configure(watch.fallback_lease_duration, watch.detection);
+        }
+
+        let mut actions = Vec::new();
+        if let Some(content) = watched_lock.as_ref().and_then(|lock| view.lock(lock)) {
+            self.observe(content, now, view, &mut actions);
+        }
+        self.check_holder(view, now, &mut actions);
+        let config = self.refresh(view, now, &mut actions);
+        if config != previous_config
+            && let (Some(reason), Some((_, message))) = (self.report.outcome.problem(), config)
+        {
+            actions.push(Action::Publish(config_notice(reason, message, now.wall)));
+        }
+        actions
+    }
+
+    /// The lock's content as the watch delivered it at `at` (a change, a deletion or a
+    /// relist). A plain renewal, the hot path, only moves the timer and the metrics.
+    pub fn lock_observed(
+        &mut self,
+        content: LockContent,
+        at: Moment,
+        view: &impl ClusterView,
+        now: Moment,
+    ) -> Vec<Action> {
+        let before = self.observation.as_ref().map(LockObservation::status_view);
+        let mut actions = Vec::new();
+        let noteworthy = self.observe(content, at, view, &mut actions);
+        if noteworthy || before.is_none() || self.observation.as_ref().map(LockObservation::status_view) != before {
+            self.refresh(view, now, &mut actions);
+        } else {
+            self.renewed(&mut actions);
+        }
+        actions
+    }
+
+    /// The timer set by [`Action::SetTimer`] went off.
+    pub fn deadline(&mut self, view: &impl ClusterView, now: Moment) -> Vec<Action> {
+        let Some(observation) = self.observation.as_mut() else { return Vec::new() };
+        let occurrences = observation.check_deadline(now);
+        let mut actions = Vec::new();
+        self.report(occurrences, now, &mut actions);
+        self.refresh(view, now, &mut actions);
+        actions
+    }
+
+    /// The watch of the lock broke: until it lists again, silence proves nothing.
+    pub fn blind(&mut self, view: &impl ClusterView, now: Moment) -> Vec<Action> {
+        if let Some(observation) = self.observation.as_mut() {
+            observation.set_blind();
+        }
+        let mut actions = Vec::new();
+        self.refresh(view, now, &mut actions);
+        actions
+    }
+
+    /// A Pod in the policy's namespace appeared, changed or went (or the Pods were listed).
+    pub fn pods_changed(&mut self, view: &impl ClusterView, now: Moment) -> Vec<Action> {
+        let mut actions = Vec::new();
+        self.check_holder(view, now, &mut actions);
+        self.refresh(view, now, &mut actions);
+        actions
+    }
+
+    /// Applies what was observed and reports it; true when that was more than a renewal
+    /// (an Event, or a holder to check).
+    fn observe(
+        &mut self,
+        content: LockContent,
+        at: Moment,
+        view: &impl ClusterView,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let Some(observation) = self.observation.as_mut() else { return false };
+        let occurrences = observation.observe(at, content);
+        let new_holder = occurrences
+            .iter()
+            .any(|o| matches!(o, Occurrence::LeaderElected { .. } | Occurrence::LeaderChanged { .. }));
+        let noteworthy = !occurrences.is_empty();
+        self.report(occurrences, at, actions);
+        if new_holder {
+            self.check_holder(view, at, actions);
+        }
+        noteworthy
+    }
+
+    /// The Events for what was observed; counts leader changes.
+    fn report(&mut self, occurrences: Vec<Occurrence>, now: Moment, actions: &mut Vec<Action>) {
+        self.observed_changes +=
+            occurrences.iter().filter(|o| matches!(o, Occurrence::LeaderChanged { .. })).count() as u64;
+        let renew_time = self
+            .observation
+            .as_ref()
+            .and_then(|o| o.record())
+            .and_then(|r| r.renew_time.as_deref())
+            .unwrap_or_default();
+        let lock = self.lock_text();
+        actions.extend(occurrences.iter().map(|o| Action::Publish(occurrence_notice(o, &lock, renew_time, now.wall))));
+    }
+
+    /// Whether the holder is one of the selected Deployments' Pods; reports it when it stops
+    /// being one, and moves the leader label along when the policy asks for it.
+    fn check_holder(&mut self, view: &impl ClusterView, now: Moment, actions: &mut Vec<Action>) {
+        let leader = self.observation.as_ref().map(|o| o.leader().to_string()).unwrap_or_default();
+        if self.pod_selectors.is_empty() {
+            self.holder.not_found_among = None;
+            return;
+        }
+        let holder_pod = if leader.is_empty() {
+            None
+        } else {
+            match view.holder_pod(&self.regarding.namespace, &leader, &self.pod_selectors) {
+                Some(found) => Some(found),
+                // The Pods are not listed yet: nothing can be said of the holder. The
+                // listing's completion brings every policy back here.
+                None => return,
+            }
+        };
+        let not_found = holder_pod == Some(HolderPod::NotFound);
+        let was_not_found = self.holder.not_found_among.is_some();
+        self.holder.not_found_among = not_found.then(|| self.deployments.clone());
+        if self.watch.is_some_and(|w| w.leader_pod_label) && view.pods_listed() {
+            let leader_pod = match holder_pod {
+                Some(HolderPod::Found(pod)) => Some(pod),
+                _ => None,
+            };
+            actions.push(Action::LabelLeaderPod(leader_pod));
+        }
+        if not_found && !was_not_found {
+            let message = holder_not_found_message(&leader, &self.lock_text(), &self.deployments);
+            actions.push(Action::Publish(holder_not_found_notice(message, now.wall)));
+        }
+    }
+
+    /// Re-renders the status, writes it if users would see a difference, re-arms the timer
+    /// and updates the metrics. Returns the ConfigInjected condition (reason, message) now
+    /// in force.
+    fn refresh(&mut self, view: &impl ClusterView, now: Moment, actions: &mut Vec<Action>) -> Option<(String, String)> {
+        // What a status says of the holder's Pod needs the Pods listed, too.
+        let waiting_for_first_look = self
+            .observation
+            .as_ref()
+            .and(self.report.lock.as_ref())
+            .is_some_and(|lock| !view.lock_kind_listed(lock.type_))
+            || (!self.pod_selectors.is_empty() && !view.pods_listed());
+        let status = render(&self.report, self.observation.as_ref(), &self.holder, self.written.as_ref(), now.wall);
+        let config = config_condition(Some(&status));
+
+        // Until the lock has been looked at, a status would only say "unknown" over what the
+        // previous operator instance wrote; keep that instead.
+        if !waiting_for_first_look && self.written.as_ref().is_none_or(|w| differs_for_users(w, &status)) {
+            actions.push(Action::WriteStatus(status.clone()));
+            self.written = Some(status.clone());
+        }
+        let observation = self.observation.as_ref();
+        actions.push(Action::SetTimer(observation.and_then(LockObservation::deadline)));
+        actions.push(Action::SetMetrics(PolicySnapshot {
+            leader: status.leader,
+            lock: status.lock.unwrap_or_default(),
+            state: status.state,
+            last_change: observation.and_then(LockObservation::last_change).map(|m| m.monotonic),
+            deadline: observation.and_then(LockObservation::stale_deadline),
+            recorded_transitions: observation.and_then(LockObservation::record).map(|r| r.leader_transitions),
+            observed_changes: self.observed_changes,
+            renewal_interval: observation.and_then(|o| o.stats().last_interval),
+            holder_not_found: self.holder.not_found_among.is_some(),
+            flapping: observation.is_some_and(LockObservation::is_flapping),
+            renewals_slow: observation.is_some_and(LockObservation::is_slow),
+            unobservable: observation.is_some_and(LockObservation::is_unobservable),
+        }));
+        config
+    }
+
+    /// A plain renewal: the status users see is unchanged.
+    fn renewed(&self, actions: &mut Vec<Action>) {
+        let Some(observation) = self.observation.as_ref() else { return };
+        actions.push(Action::SetTimer(observation.deadline()));
+        actions.push(Action::Renewed {
+            last_change: observation.last_change().map(|m| m.monotonic),
+            stale_deadline: observation.stale_deadline(),
+            interval: observation.stats().last_interval,
+        });
+    }
+
+    fn lock_text(&self) -> String {
+        self.report.lock.as_ref().map(ToString::to_string).unwrap_or_default()
+    }
+}
+
+/// The ConfigInjected condition of a status, as (reason, message).
+fn config_condition(status: Option<&ElectionPolicyStatus>) -> Option<(String, String)> {
+    status?
+        .conditions
+        .iter()
+        .find(|c| c.type_ == condition::CONFIG_INJECTED)
+        .map(|c| (c.reason.clone(), c.message.clone()))
+}
 
 /// What the metrics show of one policy, kept current by the observer.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -29,4 +391,321 @@ pub struct PolicySnapshot {
     pub renewals_slow: bool,
     /// The lease would have expired while the lock could not be watched: unknown, not stale.
     pub unobservable: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, HashMap};
+
+    use jiff::Timestamp;
+    use kube::core::SelectorExt;
+
+    use super::*;
+    use crate::{
+        api::PolicyState,
+        domain::{holder::holder_is_pod, lock_record::LeaderElectionRecord, notices::Severity, status::ConfigOutcome},
+    };
+
+    /// The caches as a test wants them.
+    #[derive(Default)]
+    struct View {
+        /// `None`: the lock watch has not listed.
+        locks: Option<HashMap<LockKey, LockContent>>,
+        /// `None`: the Pods are not listed; else (name, labels) in namespace "ns".
+        pods: Option<Vec<(String, BTreeMap<String, String>)>>,
+    }
+
+    impl ClusterView for View {
+        fn lock(&self, lock: &LockKey) -> Option<LockContent> {
+            Some(self.locks.as_ref()?.get(lock).cloned().unwrap_or(LockContent::Absent))
+        }
+        fn lock_kind_listed(&self, _: LockType) -> bool {
+            self.locks.is_some()
+        }
+        fn pods_listed(&self) -> bool {
+            self.pods.is_some()
+        }
+        fn holder_pod(&self, namespace: &str, holder: &str, selectors: &[Selector]) -> Option<HolderPod> {
+            assert_eq!(namespace, "ns");
+            let found = self
+                .pods
+                .as_ref()?
+                .iter()
+                .find(|(name, labels)| holder_is_pod(holder, name) && selectors.iter().any(|s| s.matches(labels)));
+            Some(found.map_or(HolderPod::NotFound, |(name, _)| HolderPod::Found(name.clone())))
+        }
+    }
+
+    fn lock() -> LockKey {
+        LockKey { type_: LockType::Lease, namespace: "ns".into(), name: "web".into() }
+    }
+
+    fn record(holder: &str, renew_second: i64) -> LockContent {
+        LockContent::Record(LeaderElectionRecord {
+            holder_identity: holder.into(),
+            lease_duration_seconds: 15,
+            acquire_time: Some("2026-12-01T10:00:00Z".into()),
+            renew_time: Some(Timestamp::from_second(renew_second).unwrap().to_string()),
+            leader_transitions: 1,
+        })
+    }
+
+    fn web_pods(names: &[&str]) -> Option<Vec<(String, BTreeMap<String, String>)>> {
+        Some(names.iter().map(|n| (n.to_string(), BTreeMap::from([("app".into(), "web".into())]))).collect())
+    }
+
+    fn listed(content: LockContent, pods: &[&str]) -> View {
+        View { locks: Some(HashMap::from([(lock(), content)])), pods: web_pods(pods) }
+    }
+
+    fn registration(outcome: ConfigOutcome, leader_pod_label: bool) -> Registration {
+        let valid = !matches!(outcome, ConfigOutcome::Invalid(_));
+        Registration {
+            regarding: Regarding { namespace: "ns".into(), name: "web".into(), uid: "u1".into() },
+            report: ConfigReport { generation: Some(1), outcome, lock: valid.then(lock), selector: "app=web".into() },
+            watch: valid.then_some(WatchSettings {
+                fallback_lease_duration: Duration::from_secs(15),
+                detection: Detection::default(),
+                leader_pod_label,
+            }),
+            pod_selectors: vec![Selector::from_iter([("app", "web")])],
+            deployments: vec!["web".into()],
+            current_status: None,
+        }
+    }
+
+    fn injected() -> Registration {
+        registration(ConfigOutcome::Injected(vec!["web".into()]), false)
+    }
+
+    fn at_second(second: u64) -> Moment {
+        T0.with(|t0| t0.after(Duration::from_secs(second)))
+    }
+
+    thread_local! {
+        static T0: Moment = Moment { monotonic: Instant::now(), wall: Timestamp::from_second(1_800_000_000).unwrap() };
+    }
+
+    fn publishes(actions: &[Action]) -> Vec<Notice> {
+        actions.iter().filter_map(|a| if let Action::Publish(n) = a { Some(n.clone()) } else { None }).collect()
+    }
+
+    fn written(actions: &[Action]) -> Vec<ElectionPolicyStatus> {
+        actions.iter().filter_map(|a| if let Action::WriteStatus(s) = a { Some(s.clone()) } else { None }).collect()
+    }
+
+    fn kinds(actions: &[Action]) -> Vec<&'static str> {
+        actions
+            .iter()
+            .map(|a| match a {
+                Action::WriteStatus(_) => "WriteStatus",
+                Action::Publish(_) => "Publish",
+                Action::LabelLeaderPod(_) => "LabelLeaderPod",
+                Action::SetTimer(_) => "SetTimer",
+                Action::SetMetrics(_) => "SetMetrics",
+                Action::Renewed { .. } => "Renewed",
+            })
+            .collect()
+    }
+
+    /// A tracker registered and shown its first record by `web-1` at `at_second(0)`.
+    fn electing(registration: Registration, view: &View) -> (PolicyTracker, Vec<Action>) {
+        let mut tracker = PolicyTracker::new(&registration);
+        let actions = tracker.register(registration, view, at_second(0));
+        (tracker, actions)
+    }
+
+    #[test]
+    fn before_the_lock_is_listed_nothing_is_written_over_the_previous_status() {
+        let view = View::default();
+        let (_, actions) = electing(injected(), &view);
+        assert_eq!(kinds(&actions), ["SetTimer", "SetMetrics"]);
+        assert_eq!(actions[0], Action::SetTimer(None));
+        let Action::SetMetrics(snapshot) = &actions[1] else { unreachable!() };
+        assert_eq!(
+            *snapshot,
+            PolicySnapshot { lock: "leases/ns/web".into(), state: Some(PolicyState::Pending), ..Default::default() }
+        );
+    }
+
+    #[test]
+    fn the_first_holder_is_announced_written_and_timed() {
+        let view = listed(record("web-1", 100), &["web-1", "web-2"]);
+        let (_, actions) = electing(injected(), &view);
+        assert_eq!(kinds(&actions), ["Publish", "WriteStatus", "SetTimer", "SetMetrics"]);
+        assert_eq!(
+            publishes(&actions),
+            [Notice {
+                severity: Severity::Normal,
+                reason: "LeaderElected",
+                action: "Observe",
+                note: "web-1 acquired leases/ns/web".into(),
+                occurrence_id: Some("elected\nweb-1\n2026-12-01T10:00:00Z".into()),
+                observed_at: at_second(0).wall,
+            }]
+        );
+        let status = &written(&actions)[0];
+        assert_eq!((status.leader.as_str(), status.state), ("web-1", Some(PolicyState::Healthy)));
+        // The next thing to decide is slow renewals, 5 s after the renewal was seen.
+        assert_eq!(actions[2], Action::SetTimer(Some(at_second(5).monotonic)));
+    }
+
+    #[test]
+    fn a_plain_renewal_moves_only_the_timer_and_the_metrics() {
+        let view = listed(record("web-1", 100), &["web-1"]);
+        let (mut tracker, _) = electing(injected(), &view);
+        let actions = tracker.lock_observed(record("web-1", 102), at_second(2), &view, at_second(2));
+        assert_eq!(
+            actions,
+            [
+                Action::SetTimer(Some(at_second(7).monotonic)),
+                Action::Renewed {
+                    last_change: Some(at_second(2).monotonic),
+                    stale_deadline: Some(at_second(17).monotonic),
+                    interval: Some(Duration::from_secs(2)),
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_silent_holder_goes_slow_then_stale_with_one_event_each() {
+        let view = listed(record("web-1", 100), &["web-1"]);
+        let (mut tracker, _) = electing(injected(), &view);
+        let slow = tracker.deadline(&view, at_second(5));
+        assert_eq!(
+            publishes(&slow).iter().map(|n| (n.reason, n.note.as_str())).collect::<Vec<_>>(),
+            [("RenewalsSlow", "web-1 has not renewed leases/ns/web for 5s; it goes stale at leaseDuration 15s")]
+        );
+        assert_eq!(written(&slow)[0].state, Some(PolicyState::Healthy));
+        let stale = tracker.deadline(&view, at_second(15));
+        let notices = publishes(&stale);
+        assert_eq!(notices.iter().map(|n| n.reason).collect::<Vec<_>>(), ["LeaseStale"]);
+        assert_eq!(notices[0].occurrence_id.as_deref(), Some("stale\nweb-1\n1970-01-01T00:01:40Z"));
+        assert_eq!(written(&stale)[0].state, Some(PolicyState::Stale));
+        assert!(stale.contains(&Action::SetTimer(None)), "nothing to time once stale: {stale:?}");
+    }
+
+    #[test]
+    fn a_holder_outside_the_selected_pods_is_reported_once() {
+        let view = listed(record("intruder", 100), &["web-1"]);
+        let (mut tracker, actions) = electing(injected(), &view);
+        let not_found: Vec<Notice> = publishes(&actions).into_iter().filter(|n| n.reason == "HolderNotFound").collect();
+        assert_eq!(
+            not_found,
+            [Notice {
+                severity: Severity::Warning,
+                reason: "HolderNotFound",
+                action: "Observe",
+                note: "intruder holds leases/ns/web but is not a Pod of the selected Deployments (web): a deleted Pod \
+                       still holding it, or a process outside them"
+                    .into(),
+                occurrence_id: None,
+                observed_at: at_second(0).wall,
+            }]
+        );
+        let condition = written(&actions)[0].conditions.iter().find(|c| c.type_ == "LeaderHealthy").cloned().unwrap();
+        assert_eq!(
+            (condition.reason.as_str(), condition.message.as_str()),
+            ("HolderNotFound", not_found[0].note.as_str())
+        );
+        let again = tracker.pods_changed(&view, at_second(1));
+        assert_eq!(publishes(&again), []);
+        assert_eq!(kinds(&again), ["SetTimer", "SetMetrics"]);
+    }
+
+    #[test]
+    fn the_leader_label_follows_the_holder_once_the_pods_are_listed() {
+        let unlisted = View { pods: None, ..listed(record("web-1", 100), &[]) };
+        let (mut tracker, actions) =
+            electing(registration(ConfigOutcome::Injected(vec!["web".into()]), true), &unlisted);
+        assert!(!kinds(&actions).contains(&"LabelLeaderPod"), "{actions:?}");
+        let view = listed(record("web-1", 100), &["web-1", "web-2"]);
+        let actions = tracker.pods_changed(&view, at_second(1));
+        assert_eq!(actions[0], Action::LabelLeaderPod(Some("web-1".into())));
+        let changed = tracker.lock_observed(record("web-2", 103), at_second(3), &view, at_second(3));
+        assert!(changed.contains(&Action::LabelLeaderPod(Some("web-2".into()))), "{changed:?}");
+        assert_eq!(
+            publishes(&changed).iter().map(|n| n.note.as_str()).collect::<Vec<_>>(),
+            ["web-1 -> web-2 (leases/ns/web)"]
+        );
+    }
+
+    #[test]
+    fn a_configuration_problem_is_reported_once_and_not_again_after_a_restart() {
+        let invalid = || registration(ConfigOutcome::Invalid("leaseDuration must be greater than 0".into()), false);
+        let view = listed(LockContent::Absent, &["web-1"]);
+        let (mut tracker, actions) = electing(invalid(), &view);
+        assert_eq!(
+            publishes(&actions),
+            [Notice {
+                severity: Severity::Warning,
+                reason: "InvalidPolicy",
+                action: "Reconcile",
+                note: "leaseDuration must be greater than 0".into(),
+                occurrence_id: None,
+                observed_at: at_second(0).wall,
+            }]
+        );
+        let status = written(&actions).remove(0);
+        assert_eq!((status.state, status.lock.as_deref()), (Some(PolicyState::Invalid), None));
+        assert_eq!(tracker.watched_lock(), None);
+        assert_eq!(publishes(&tracker.register(invalid(), &view, at_second(1))), []);
+
+        let restarted = Registration { current_status: Some(status), ..invalid() };
+        let (_, actions) = electing(restarted, &view);
+        assert_eq!(publishes(&actions), [], "the status already says it");
+    }
+
+    #[test]
+    fn a_matching_selector_without_deployments_is_target_not_found() {
+        let view = listed(LockContent::Absent, &[]);
+        let (_, actions) = electing(registration(ConfigOutcome::Injected(vec![]), false), &view);
+        let notices = publishes(&actions);
+        assert_eq!(
+            notices.iter().map(|n| (n.reason, n.note.as_str())).collect::<Vec<_>>(),
+            [("TargetNotFound", "selector app=web matches no Deployment in the policy's namespace")]
+        );
+    }
+
+    #[test]
+    fn a_restarted_operator_resumes_the_same_lock_without_announcing_its_leader_again() {
+        let view = listed(record("web-1", 100), &["web-1"]);
+        let (_, actions) = electing(injected(), &view);
+        let status = written(&actions).remove(0);
+        let (_, resumed) = electing(Registration { current_status: Some(status.clone()), ..injected() }, &view);
+        assert_eq!(publishes(&resumed), []);
+        assert_eq!(written(&resumed), [], "nothing users see has changed");
+
+        // A status about another lock is not resumed from.
+        let other = ElectionPolicyStatus { lock: Some("leases/ns/other".into()), ..status };
+        let (_, fresh) = electing(Registration { current_status: Some(other), ..injected() }, &view);
+        assert_eq!(publishes(&fresh).iter().map(|n| n.reason).collect::<Vec<_>>(), ["LeaderElected"]);
+    }
+
+    #[test]
+    fn a_changed_lock_is_observed_afresh() {
+        let view = listed(record("web-1", 100), &["web-1"]);
+        let (mut tracker, _) = electing(injected(), &view);
+        let mut moved = injected();
+        let new_lock = LockKey { name: "web-v2".into(), ..lock() };
+        moved.report.lock = Some(new_lock.clone());
+        let actions = tracker.register(moved, &view, at_second(1));
+        assert_eq!(tracker.watched_lock(), Some(&new_lock));
+        let status = written(&actions).remove(0);
+        assert_eq!((status.leader.as_str(), status.state), ("", Some(PolicyState::Pending)));
+        assert_eq!(status.lock.as_deref(), Some("leases/ns/web-v2"));
+    }
+
+    #[test]
+    fn a_deadline_while_blind_is_unknown_not_stale() {
+        let view = listed(record("web-1", 100), &["web-1"]);
+        let (mut tracker, _) = electing(injected(), &view);
+        tracker.blind(&view, at_second(1));
+        let actions = tracker.deadline(&view, at_second(15));
+        assert_eq!(publishes(&actions), []);
+        let status = written(&actions).remove(0);
+        let condition = status.conditions.iter().find(|c| c.type_ == "LeaderHealthy").unwrap();
+        assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("Unknown", "LockUnobservable"));
+    }
 }

@@ -32,20 +32,17 @@ use crate::{
     api::{ElectionPolicy, InjectionMode},
     domain::{
         claims::{Claimant, find_conflict},
-        injection::{FIELD_MANAGER, apply_config, injected_by, is_applied, removal_config},
+        injection::{FIELD_MANAGER, injected_by},
+        injection_plan::{self, ApplyFailure, Injection, RemovalFailure, Step, Write},
+        notices::{Notice, Regarding, Severity},
         pending_writes::PendingWrites,
         policy_key::PolicyKey,
         reasons::{condition, condition_reason, event},
         status::{ConfigOutcome, ConfigReport},
-        validation::{Detection, InvalidPolicy, PolicyOptions, ValidPolicy, validate},
+        tracking::{Registration, WatchSettings},
+        validation::{InvalidPolicy, PolicyOptions, ValidPolicy, validate},
     },
-    k8s::{
-        WatchBackoff, api_call,
-        cache_sync::CacheSync,
-        events::{EventPublisher, Notice, Regarding, Severity},
-        observer::{ObserverHandle, Registration},
-        status_code,
-    },
+    k8s::{WatchBackoff, api_call, cache_sync::CacheSync, events::EventPublisher, inbox::ObserverHandle, status_code},
     metrics::Metrics,
 };
 
@@ -54,11 +51,8 @@ pub const FINALIZER: &str = "election.dev/cleanup";
 
 /// Everything a reconcile needs.
 pub struct Context {
-    pub client: Client,
-    pub options: PolicyOptions,
-    pub observer: ObserverHandle,
-    pub events: EventPublisher,
-    pub metrics: Metrics,
+    /// What the operator handed over.
+    pub parts: Parts,
     pub deployments: Store<Deployment>,
     pub policies: Store<ElectionPolicy>,
     /// Open once both stores have listed: no decision is taken from them before.
@@ -73,6 +67,8 @@ pub struct Context {
     validated: std::sync::Mutex<HashMap<String, CachedValidation>>,
 }
 
+/// A reconcile reads what the operator handed over straight off the context
+/// (`context.parts.client`, `context.parts.metrics`, ...).
 /// A policy's validation result and the generation it belongs to.
 type CachedValidation = (Option<i64>, Result<ValidPolicy, InvalidPolicy>);
 
@@ -107,7 +103,7 @@ impl Context {
         {
             return result.clone();
         }
-        let result = validate(&policy.namespace().unwrap_or_default(), &policy.spec, self.options);
+        let result = validate(&policy.namespace().unwrap_or_default(), &policy.spec, self.parts.options);
         if cache.len() > 2 * self.policies.state().len() + 64 {
             // Forget deleted policies now and then.
             let live: std::collections::HashSet<String> =
@@ -133,7 +129,6 @@ pub struct Parts {
 /// Runs the controller until `shutdown` is cancelled; calls `ready` once its caches are
 /// synced.
 pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: CancellationToken) {
-    let Parts { client, options, observer, events, metrics, concurrency } = parts;
     // Reconciles, and readiness, wait until both caches have listed.
     let caches = CacheSync::new();
     let policies_listed = caches.expect("policies");
@@ -145,7 +140,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
             ready();
         });
     }
-    let policy_api: Api<ElectionPolicy> = Api::all(client.clone());
+    let policy_api: Api<ElectionPolicy> = Api::all(parts.client.clone());
     let (policies, policy_writer) = reflector::store();
     let (gone, gone_policies) = mpsc::unbounded_channel();
     let mut listing = (Vec::new(), std::time::Instant::now());
@@ -163,9 +158,9 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     .applied_objects()
     // The operator's own status writes change a policy too; they need no reconcile.
     .predicate_filter(reconcile_relevant, Default::default());
-    tokio::spawn(forget_deleted_policies(gone_policies, observer.clone()));
+    tokio::spawn(forget_deleted_policies(gone_policies, parts.observer.clone()));
 
-    let deployment_api: Api<Deployment> = Api::all(client.clone());
+    let deployment_api: Api<Deployment> = Api::all(parts.client.clone());
     let (deployments, deployment_writer) = reflector::store();
     let deployment_stream = reflector::reflector(
         deployment_writer,
@@ -178,12 +173,9 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     .touched_objects();
 
     let (retry, retries) = mpsc::unbounded_channel();
+    let concurrency = parts.concurrency;
     let context = Arc::new(Context {
-        client,
-        options,
-        observer,
-        events,
-        metrics,
+        parts,
         deployments: deployments.clone(),
         policies: policies.clone(),
         caches,
@@ -285,7 +277,7 @@ async fn reconcile(policy: Arc<ElectionPolicy>, context: Arc<Context>) -> Result
     context.caches.wait().await;
     let started = std::time::Instant::now();
     let result = reconcile_policy(&policy, &context, &namespace).instrument(span).await;
-    context.metrics.reconciled(started.elapsed(), result.as_ref().err().map(Error::metric_label));
+    context.parts.metrics.reconciled(started.elapsed(), result.as_ref().err().map(Error::metric_label));
     result
 }
 
@@ -294,23 +286,23 @@ async fn reconcile(policy: Arc<ElectionPolicy>, context: Arc<Context>) -> Result
 /// observe-only policy (injection.mode None) holds none, so deleting it never waits for the
 /// operator (the chart's own policy goes with `helm uninstall`, operator and all).
 async fn reconcile_policy(policy: &ElectionPolicy, context: &Context, namespace: &str) -> Result<Action> {
-    let api: Api<ElectionPolicy> = Api::namespaced(context.client.clone(), namespace);
+    let api: Api<ElectionPolicy> = Api::namespaced(context.parts.client.clone(), namespace);
     let held = policy.finalizers().iter().any(|f| f == FINALIZER);
     if policy.metadata.deletion_timestamp.is_some() {
         if held {
             cleanup(policy, context).await?;
-            set_finalizer(&api, policy, false, &context.metrics).await?;
+            set_finalizer(&api, policy, false, &context.parts.metrics).await?;
         }
         return Ok(Action::await_change());
     }
     let injects = policy.spec.injection.mode != InjectionMode::None;
     if injects && !held {
-        set_finalizer(&api, policy, true, &context.metrics).await?;
+        set_finalizer(&api, policy, true, &context.parts.metrics).await?;
     }
-    let action = apply(policy, context).await?;
+    let action = configure(policy, context).await?;
     if !injects && held {
-        // apply() has just taken the configuration out of every Deployment.
-        set_finalizer(&api, policy, false, &context.metrics).await?;
+        // configure() has just taken the configuration out of every Deployment.
+        set_finalizer(&api, policy, false, &context.parts.metrics).await?;
     }
     Ok(action)
 }
@@ -344,7 +336,10 @@ fn error_policy(policy: Arc<ElectionPolicy>, error: &Error, _context: Arc<Contex
     Action::requeue(Duration::from_secs(5))
 }
 
-async fn apply(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
+/// Validates the policy, checks its claims against the other policies', brings the
+/// Deployments it selects to its configuration (and takes it out of those it no longer
+/// selects), and registers the outcome with the observer.
+async fn configure(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
     let regarding = regarding(policy);
@@ -370,24 +365,30 @@ async fn apply(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     if spec_changed(policy) {
         retry_conflicting(context, &regarding);
     }
-    let (lock, fallback, detection, leader_pod_label) = match &valid {
-        Ok(v) => (Some(v.lock.clone()), v.timings.lease_duration, v.detection, v.leader_pod_label),
-        Err(_) => (None, Duration::from_secs(15), Detection::default(), false),
-    };
+    let valid = valid.ok();
     context
+        .parts
         .observer
         .register(Registration {
             regarding,
-            report: ConfigReport { generation: policy.metadata.generation, outcome, lock, selector: selector_text },
-            fallback_lease_duration: fallback,
-            detection,
+            report: ConfigReport {
+                generation: policy.metadata.generation,
+                outcome,
+                lock: valid.as_ref().map(|v| v.lock.clone()),
+                selector: selector_text,
+            },
+            // An invalid policy's lock is not watched.
+            watch: valid.as_ref().map(|v| WatchSettings {
+                fallback_lease_duration: v.timings.lease_duration,
+                detection: v.detection,
+                leader_pod_label: v.leader_pod_label,
+            }),
             // The Deployments' own Pod selectors say which Pods are theirs.
             pod_selectors: selected
                 .iter()
                 .filter_map(|d| kube::core::Selector::try_from(d.spec.selector.clone()).ok())
                 .collect(),
             deployments: selected.iter().map(|d| d.name_any()).collect(),
-            leader_pod_label,
             current_status: policy.status.clone(),
         })
         .await;
@@ -418,12 +419,13 @@ async fn cleanup(policy: &ElectionPolicy, context: &Context) -> Result<Action> {
     // Releasing the finalizer is the one decision nothing corrects afterwards: an injection
     // missed here stays in the Deployment for good. So the carriers come from a fresh list,
     // not from the cache, which may not show a configuration applied moments ago.
-    let api: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
-    let listed = api_call(&context.metrics, "list_deployments", api.list(&ListParams::default())).await?;
-    for deployment in listed.items.iter().filter(|d| injected_by(d) == Some(name.as_str())) {
-        remove_injection(deployment, &regarding, context).await?;
-    }
-    context.observer.unregister(PolicyKey::new(namespace, name.clone())).await;
+    let api: Api<Deployment> = Api::namespaced(context.parts.client.clone(), &namespace);
+    let listed = api_call(&context.parts.metrics, "list_deployments", api.list(&ListParams::default())).await?;
+    let carriers = listed.items.iter().filter(|d| injected_by(d) == Some(name.as_str()));
+    let (removals, rendered) = injection_plan::plan_removals(carriers, |d, c| context.already_written(d, c));
+    remove(&removals, &regarding, context).await?;
+    rendered?;
+    context.parts.observer.unregister(PolicyKey::new(namespace, name.clone())).await;
     retry_conflicting(context, &regarding);
     info!(%name, "configuration removed; policy released");
     Ok(Action::await_change())
@@ -471,7 +473,7 @@ fn conflict(policy: &ElectionPolicy, valid: &ValidPolicy, context: &Context) -> 
 }
 
 /// Brings every selected Deployment to the policy's configuration and takes it out of those
-/// no longer selected.
+/// no longer selected, making the writes [`injection_plan::plan`] decides on.
 async fn inject(
     policy: &ElectionPolicy,
     valid: &ValidPolicy,
@@ -479,114 +481,73 @@ async fn inject(
     regarding: &Regarding,
     context: &Context,
 ) -> Result<ConfigOutcome> {
-    let namespace = policy.namespace().unwrap_or_default();
     let name = policy.name_any();
-    let selected_names: Vec<String> = selected.iter().map(|d| d.name_any()).collect();
-
-    for deployment in carriers(context, &namespace, &name) {
-        let still_wanted =
-            valid.injection.mode != InjectionMode::None && selected_names.contains(&deployment.name_any());
-        if !still_wanted {
-            remove_injection(&deployment, regarding, context).await?;
-        }
-    }
-    if valid.injection.mode == InjectionMode::None {
-        return Ok(ConfigOutcome::Observing(selected_names));
-    }
-
-    let mut injected = Vec::new();
-    let mut failures = Vec::new();
-    for deployment in selected {
-        let deployment_name = deployment.name_any();
-        let config = match apply_config(deployment, &name, valid) {
-            Ok(config) => config,
-            Err(error) => {
-                failures.push(error.to_string());
+    let carriers = carriers(context, &regarding.namespace, &name);
+    let plan = injection_plan::plan(&name, valid, selected, &carriers, |d, c| context.already_written(d, c));
+    remove(&plan.removals, regarding, context).await?;
+    let steps = match plan.then? {
+        Injection::Observe(outcome) => return Ok(outcome),
+        Injection::Configure(steps) => steps,
+    };
+    let (mut injected, mut failures) = (Vec::new(), Vec::new());
+    for step in steps {
+        let write = match step {
+            Step::Configured(deployment) => {
+                injected.push(deployment);
                 continue;
             }
+            Step::Failed(message) => {
+                failures.push(message);
+                continue;
+            }
+            Step::Apply(write) => write,
         };
-        if is_applied(deployment, &config) || context.already_written(deployment, &config) {
-            injected.push(deployment_name);
-            continue;
+        let deployment = write.deployment.as_str();
+        match write_deployment(&write, regarding, context).await {
+            Ok(()) => {
+                info!(%deployment, mode = ?valid.injection.mode, "configuration injected");
+                let (mode, lock) = (valid.injection.mode, &valid.lock);
+                let note = format!("updated the pod template of Deployment {deployment} ({mode:?} mode, lock {lock})");
+                publish(context, regarding, Severity::Normal, event::CONFIG_INJECTED, note).await;
+                injected.push(write.deployment);
+            }
+            Err(error) => match ApplyFailure::of(status_code(&error)).message(deployment, &error) {
+                Some(message) => failures.push(message),
+                None => return Err(error.into()),
+            },
         }
-        let api: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
-        // args is an atomic list: taking it over from whoever wrote it last is the only way to
-        // append to it. Environment variables merge per name and are never forced, so a user's
-        // own variable of the same name is reported as a conflict instead of overwritten.
-        let takes_args = config["spec"]["template"]["spec"]["containers"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c.get("args").is_some()));
-        let mut params = PatchParams::apply(FIELD_MANAGER);
-        params.force = takes_args;
-        match api_call(
-            &context.metrics,
-            "apply_deployment",
-            api.patch(&deployment_name, &params, &Patch::Apply(&config)),
-        )
-        .await
-        {
-            Ok(written) => {
-                context.record_write(&written, &config);
-                info!(deployment = %deployment_name, mode = ?valid.injection.mode, "configuration injected");
-                publish(
-                    context,
-                    regarding,
-                    Severity::Normal,
-                    event::CONFIG_INJECTED,
-                    format!(
-                        "updated the pod template of Deployment {deployment_name} ({:?} mode, lock {})",
-                        valid.injection.mode, valid.lock
-                    ),
-                )
-                .await;
-                injected.push(deployment_name);
+    }
+    Ok(injection_plan::outcome(injected, failures))
+}
+
+/// Makes the planned removals, in order.
+async fn remove(removals: &[Write], regarding: &Regarding, context: &Context) -> Result<()> {
+    for removal in removals {
+        let deployment = removal.deployment.as_str();
+        match write_deployment(removal, regarding, context).await {
+            Ok(()) => {
+                info!(%deployment, "configuration removed");
+                let note = format!("restored the pod template of Deployment {deployment}");
+                publish(context, regarding, Severity::Normal, event::CONFIG_REMOVED, note).await;
             }
-            Err(error) if status_code(&error) == Some(409) => {
-                failures.push(format!(
-                    "Deployment {deployment_name}: another field manager owns a field the configuration sets: {error}"
-                ));
-            }
-            Err(error) if matches!(status_code(&error), Some(400 | 403 | 422)) => {
-                failures.push(format!("Deployment {deployment_name}: {error}"));
-            }
+            Err(error) if RemovalFailure::of(status_code(&error)) == RemovalFailure::AlreadyGone => {}
             Err(error) => return Err(error.into()),
         }
     }
-    Ok(if failures.is_empty() {
-        ConfigOutcome::Injected(injected)
-    } else {
-        ConfigOutcome::Failed { message: failures.join("; "), injected }
-    })
+    Ok(())
 }
 
-async fn remove_injection(deployment: &Deployment, regarding: &Regarding, context: &Context) -> Result<()> {
-    let deployment_name = deployment.name_any();
-    let config = removal_config(deployment)?;
-    if context.already_written(deployment, &config) {
-        return Ok(());
-    }
-    let api: Api<Deployment> = Api::namespaced(context.client.clone(), &deployment.namespace().unwrap_or_default());
+/// Applies `write` to a Deployment of the policy's namespace, and remembers the write, as
+/// the API server answered it, until the cache shows it.
+async fn write_deployment(write: &Write, regarding: &Regarding, context: &Context) -> kube::Result<()> {
+    let api: Api<Deployment> = Api::namespaced(context.parts.client.clone(), &regarding.namespace);
     let mut params = PatchParams::apply(FIELD_MANAGER);
-    params.force = config.get("spec").is_some();
-    match api_call(&context.metrics, "apply_deployment", api.patch(&deployment_name, &params, &Patch::Apply(&config)))
-        .await
-    {
-        Ok(written) => {
-            context.record_write(&written, &config);
-            info!(deployment = %deployment_name, "configuration removed");
-            publish(
-                context,
-                regarding,
-                Severity::Normal,
-                event::CONFIG_REMOVED,
-                format!("restored the pod template of Deployment {deployment_name}"),
-            )
-            .await;
-            Ok(())
-        }
-        Err(error) if status_code(&error) == Some(404) => Ok(()),
-        Err(error) => Err(error.into()),
-    }
+    params.force = write.force;
+    let patch = Patch::Apply(&write.config);
+    let written =
+        api_call(&context.parts.metrics, "apply_deployment", api.patch(&write.deployment, &params, &patch)).await?;
+    context.record_write(&written, &write.config);
+    Ok(())
 }
 
 /// Deployments in `namespace` that carry `policy`'s configuration.
@@ -633,6 +594,7 @@ fn selector_text(policy: &ElectionPolicy) -> String {
 
 async fn publish(context: &Context, regarding: &Regarding, severity: Severity, reason: &'static str, note: String) {
     context
+        .parts
         .events
         .publish(
             regarding,

@@ -16,49 +16,24 @@ use k8s_openapi::{
 use kube::{Api, Client, api::PostParams};
 use tracing::{debug, warn};
 
-use crate::{k8s::api_call, metrics::Metrics};
+use crate::{
+    domain::notices::{Notice, Regarding, Severity, fit_note},
+    k8s::api_call,
+    metrics::Metrics,
+};
 
 /// Identifies the operator in every Event it writes.
 pub const REPORTING_CONTROLLER: &str = "election.dev/election-operator";
 
-/// Normal or Warning.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Severity {
-    Normal,
-    Warning,
-}
-
-/// One Event to publish.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Notice {
-    pub severity: Severity,
-    pub reason: &'static str,
-    pub action: &'static str,
-    pub note: String,
-    /// When set, the Event's name is derived from it, making the publication idempotent.
-    pub occurrence_id: Option<String>,
-    /// When it happened (the Event's eventTime), which may be earlier than its publication.
-    pub observed_at: Timestamp,
-}
-
-/// The policy an Event is about.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Regarding {
-    pub namespace: String,
-    pub name: String,
-    pub uid: String,
-}
-
-impl Regarding {
-    fn reference(&self) -> ObjectReference {
-        ObjectReference {
-            api_version: Some("election.dev/v1alpha1".into()),
-            kind: Some("ElectionPolicy".into()),
-            namespace: Some(self.namespace.clone()),
-            name: Some(self.name.clone()),
-            uid: Some(self.uid.clone()),
-            ..Default::default()
-        }
+/// The policy an Event is about, as the Event refers to it.
+fn object_reference(regarding: &Regarding) -> ObjectReference {
+    ObjectReference {
+        api_version: Some("election.dev/v1alpha1".into()),
+        kind: Some("ElectionPolicy".into()),
+        namespace: Some(regarding.namespace.clone()),
+        name: Some(regarding.name.clone()),
+        uid: Some(regarding.uid.clone()),
+        ..Default::default()
     }
 }
 
@@ -78,7 +53,7 @@ impl EventPublisher {
     /// be written is logged and counted, not allowed to stop the operator.
     pub async fn publish(&self, regarding: &Regarding, notice: Notice) {
         let api: Api<Event> = Api::namespaced(self.client.clone(), &regarding.namespace);
-        let event = self.event(regarding, &notice);
+        let event = event(&self.instance, regarding, &notice, Timestamp::now());
         let mut delay = Duration::from_millis(200);
         for attempt in 1..=5 {
             match api_call(&self.metrics, "create_event", api.create(&PostParams::default(), &event)).await {
@@ -107,41 +82,80 @@ impl EventPublisher {
             }
         }
     }
+}
 
-    fn event(&self, regarding: &Regarding, notice: &Notice) -> Event {
-        let now = Timestamp::now();
-        let suffix = match &notice.occurrence_id {
-            Some(id) => {
-                format!("{:016x}", crate::domain::fnv1a(&format!("{}\n{}\n{id}", regarding.uid, notice.reason)))
-            }
-            None => format!("{:x}", now.as_nanosecond()),
-        };
-        // Event names are DNS subdomains of at most 253 characters; policy names may use most
-        // of that.
-        let prefix: String = regarding.name.chars().take(253 - 1 - suffix.len()).collect();
-        Event {
-            metadata: ObjectMeta {
-                name: Some(format!("{prefix}.{suffix}")),
-                namespace: Some(regarding.namespace.clone()),
-                ..Default::default()
-            },
-            event_time: Some(MicroTime(notice.observed_at)),
-            action: Some(notice.action.into()),
-            reason: Some(notice.reason.into()),
-            note: Some(truncate_note(&notice.note)),
-            regarding: Some(regarding.reference()),
-            reporting_controller: Some(REPORTING_CONTROLLER.into()),
-            reporting_instance: Some(self.instance.clone()),
-            type_: Some(match notice.severity {
-                Severity::Normal => "Normal".into(),
-                Severity::Warning => "Warning".into(),
-            }),
-            ..Default::default()
+/// The Event for `notice`, published by operator instance `instance` at `now`.
+fn event(instance: &str, regarding: &Regarding, notice: &Notice, now: Timestamp) -> Event {
+    let suffix = match &notice.occurrence_id {
+        Some(id) => {
+            format!("{:016x}", crate::domain::fnv1a(&format!("{}\n{}\n{id}", regarding.uid, notice.reason)))
         }
+        None => format!("{:x}", now.as_nanosecond()),
+    };
+    // Event names are DNS subdomains of at most 253 characters; policy names may use most
+    // of that.
+    let prefix: String = regarding.name.chars().take(253 - 1 - suffix.len()).collect();
+    Event {
+        metadata: ObjectMeta {
+            name: Some(format!("{prefix}.{suffix}")),
+            namespace: Some(regarding.namespace.clone()),
+            ..Default::default()
+        },
+        event_time: Some(MicroTime(notice.observed_at)),
+        action: Some(notice.action.into()),
+        reason: Some(notice.reason.into()),
+        note: Some(fit_note(&notice.note)),
+        regarding: Some(object_reference(regarding)),
+        reporting_controller: Some(REPORTING_CONTROLLER.into()),
+        reporting_instance: Some(instance.into()),
+        type_: Some(match notice.severity {
+            Severity::Normal => "Normal".into(),
+            Severity::Warning => "Warning".into(),
+        }),
+        ..Default::default()
     }
 }
 
-/// Event notes are limited to 1 kB.
-fn truncate_note(note: &str) -> String {
-    crate::domain::lock_record::truncate(note, 900)
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::notices::NOTE_LIMIT_BYTES;
+
+    fn notice(occurrence_id: Option<&str>, note: &str) -> Notice {
+        Notice {
+            severity: Severity::Warning,
+            reason: "LeaseStale",
+            action: "Observe",
+            note: note.into(),
+            occurrence_id: occurrence_id.map(Into::into),
+            observed_at: "2026-12-01T10:00:00Z".parse().unwrap(),
+        }
+    }
+
+    fn regarding(name: &str) -> Regarding {
+        Regarding { namespace: "ns".into(), name: name.into(), uid: "u1".into() }
+    }
+
+    #[test]
+    fn an_occurrence_has_one_name_whoever_publishes_it_and_when() {
+        let first = event("op-a", &regarding("web"), &notice(Some("stale\nweb-1\nt"), "n"), Timestamp::now());
+        let again = event("op-b", &regarding("web"), &notice(Some("stale\nweb-1\nt"), "n"), Timestamp::UNIX_EPOCH);
+        assert_eq!(first.metadata.name, again.metadata.name);
+        assert!(first.metadata.name.as_deref().unwrap().starts_with("web."));
+        let other = event("op-a", &regarding("web"), &notice(Some("stale\nweb-2\nt"), "n"), Timestamp::now());
+        assert_ne!(first.metadata.name, other.metadata.name);
+        let unnamed = |at| event("op-a", &regarding("web"), &notice(None, "n"), at).metadata.name;
+        assert_ne!(unnamed(Timestamp::UNIX_EPOCH), unnamed(Timestamp::now()), "plain notices are each their own Event");
+    }
+
+    #[test]
+    fn names_and_notes_fit_the_api_servers_limits() {
+        let long_name = "p".repeat(253);
+        let event = event("op-a", &regarding(&long_name), &notice(Some("id"), &"é".repeat(600)), Timestamp::now());
+        assert!(event.metadata.name.unwrap().len() <= 253);
+        assert!(event.note.unwrap().len() <= NOTE_LIMIT_BYTES);
+        assert_eq!(event.type_.as_deref(), Some("Warning"));
+        assert_eq!(event.reporting_instance.as_deref(), Some("op-a"));
+        assert_eq!(event.event_time, Some(MicroTime("2026-12-01T10:00:00Z".parse().unwrap())));
+    }
 }

@@ -4,8 +4,8 @@
 //! every 10 s), so watching all of them would make its cost grow with the cluster instead of
 //! with its policies. Instead each named lock gets the label [`OBSERVED_LABEL`] and the
 //! watches select on it. client-go keeps labels when it updates a lock, so the label stays;
-//! a lock that does not exist yet is looked for every few seconds and labelled once it does
-//! (see the observer's probe).
+//! a lock that does not exist yet is looked for every half second and labelled once it does
+//! (the observer's probe, `ABSENT_LOCK_PROBE_INTERVAL`).
 //!
 //! Leases are read as untyped JSON: the typed Lease rejects times that Go accepts (the last
 //! day of year 9999), and one such object must not stop the watch of every other lock.
@@ -43,7 +43,7 @@ use crate::{
     },
     k8s::{
         WatchBackoff, api_call,
-        observer::{LockEvent, ObserverHandle},
+        inbox::{LockEvent, ObserverHandle},
         status_code,
     },
     metrics::Metrics,

@@ -5,6 +5,7 @@
 pub mod cache_sync;
 pub mod controller;
 pub mod events;
+pub mod inbox;
 pub mod leader_election;
 pub mod locks;
 pub mod observer;

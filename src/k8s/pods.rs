@@ -22,28 +22,13 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::{
-    k8s::{WatchBackoff, api_call, cache_sync::CacheSync, observer::ObserverHandle},
+    domain::holder::{HolderPod, holder_is_pod},
+    k8s::{WatchBackoff, api_call, cache_sync::CacheSync, inbox::ObserverHandle},
     metrics::Metrics,
 };
 
 /// The label the operator keeps on the lock holder's Pod (spec.leaderPodLabel).
 pub const LEADER_LABEL: &str = "election.dev/leader";
-
-/// Whether `holder` names `pod`. client-go programs use the Pod name as identity (the
-/// downward API, as injected), or the hostname (which is the Pod name) plus a "_" suffix,
-/// as kube-controller-manager does.
-pub fn holder_is_pod(holder: &str, pod: &str) -> bool {
-    holder == pod || holder.strip_prefix(pod).is_some_and(|rest| rest.starts_with('_'))
-}
-
-/// What the Pod cache says of a lock holder.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum HolderPod {
-    /// The selected Pod that holds the lock.
-    Found(String),
-    /// No selected Pod holds it.
-    NotFound,
-}
 
 /// A cache of Pod names and labels, cluster-wide.
 #[derive(Clone)]
@@ -156,18 +141,5 @@ impl PodIndex {
             Ok(_) => info!(%namespace, %pod, leader, "leader label updated"),
             Err(error) => warn!(%namespace, %pod, %error, "could not update the leader label"),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn holders_are_matched_to_pods_by_name_or_hostname_prefix() {
-        assert!(holder_is_pod("web-7d9f-abcde", "web-7d9f-abcde"));
-        assert!(holder_is_pod("web-7d9f-abcde_2b6c0a1e-3f4d", "web-7d9f-abcde"));
-        assert!(!holder_is_pod("web-7d9f-abcdef", "web-7d9f-abcde"));
-        assert!(!holder_is_pod("web", "web-7d9f-abcde"));
     }
 }

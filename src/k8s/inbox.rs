@@ -1,0 +1,89 @@
+//! The observer's inbox: what its feeders (the policy controller, the lock watches, the Pod
+//! watch) tell it, and the handle they tell it with. It has a module of its own so that the
+//! feeders and the observer each depend on it, not on one another; `operator.rs` wires them.
+
+use std::time::Instant;
+
+use tokio::sync::mpsc;
+
+use crate::{
+    api::LockType,
+    domain::{
+        lock_record::{LockContent, LockKey},
+        observation::Moment,
+        policy_key::PolicyKey,
+        tracking::Registration,
+    },
+};
+
+/// How many messages may wait; the feeders wait when it is full.
+const CAPACITY: usize = 4096;
+
+/// What the lock watches tell the observer.
+#[derive(Clone, Debug)]
+pub enum LockEvent {
+    /// A lock object as the watch delivered it, and when it did: an observation dates from
+    /// its delivery, not from when the observer got to it.
+    Applied(LockKey, LockContent, Moment),
+    Deleted(LockKey, Moment),
+    /// The watch for this kind broke; it will list again.
+    Blind(LockType),
+    /// A complete list of the watched locks of this kind.
+    Listed(LockType, Vec<(LockKey, LockContent)>, Moment),
+}
+
+/// One message to the observer.
+#[derive(Debug)]
+pub enum Message {
+    Register(Box<Registration>),
+    Unregister(PolicyKey),
+    /// Forget every policy not in this list that registered before the list was begun:
+    /// one registered since may have been created after the list was taken.
+    Retain(Vec<PolicyKey>, Instant),
+    Lock(LockEvent),
+    /// A Pod in this namespace appeared, changed or went; `None`: the Pods were (re)listed,
+    /// any namespace may have changed.
+    PodsChanged(Option<String>),
+}
+
+/// The receiving end, which the observer task owns.
+pub type Inbox = mpsc::Receiver<Message>;
+
+/// Cheap to clone; sends to the observer task. A send after the observer has stopped (the
+/// operator is shutting down) is dropped.
+#[derive(Clone)]
+pub struct ObserverHandle {
+    messages: mpsc::Sender<Message>,
+}
+
+/// A new inbox and the handle that sends to it.
+pub fn inbox() -> (ObserverHandle, Inbox) {
+    let (messages, inbox) = mpsc::channel(CAPACITY);
+    (ObserverHandle { messages }, inbox)
+}
+
+impl ObserverHandle {
+    pub async fn register(&self, registration: Registration) {
+        self.send(Message::Register(Box::new(registration))).await;
+    }
+
+    pub async fn unregister(&self, policy: PolicyKey) {
+        self.send(Message::Unregister(policy)).await;
+    }
+
+    pub async fn retain(&self, policies: Vec<PolicyKey>, listed_at: Instant) {
+        self.send(Message::Retain(policies, listed_at)).await;
+    }
+
+    pub async fn lock_event(&self, event: LockEvent) {
+        self.send(Message::Lock(event)).await;
+    }
+
+    pub async fn pods_changed(&self, namespace: Option<String>) {
+        self.send(Message::PodsChanged(namespace)).await;
+    }
+
+    async fn send(&self, message: Message) {
+        let _ = self.messages.send(message).await;
+    }
+}
