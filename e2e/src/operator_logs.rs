@@ -7,7 +7,10 @@ pub(crate) static RUNNING_OPERATOR_LOGS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::n
 
 /// While a chart release runs: how to fetch its Pods' logs (the last `tail` lines of each).
 /// Set by `workloads`, which knows the release, so that this module need not know it.
-pub(crate) static CHART_POD_LOGS: Mutex<Option<fn(Option<usize>) -> String>> = Mutex::new(None);
+pub(crate) static CHART_POD_LOGS: Mutex<Option<PodLogs>> = Mutex::new(None);
+
+/// Fetches the last lines (all with `None`) of each Pod of a release.
+pub(crate) type PodLogs = fn(Option<usize>) -> String;
 
 /// The last lines of each running operator's log.
 pub fn operator_log_tails() -> String {

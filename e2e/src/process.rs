@@ -20,9 +20,23 @@ pub(crate) fn dies_with_parent(command: &mut Command) -> &mut Command {
     }
 }
 
-/// A port free on loopback right now.
+/// A port free on loopback right now, below the kernel's ephemeral range (32768 and up by
+/// default). A port from that range, released for an operator to bind, can be taken in the
+/// meantime as the source port of any outgoing connection (the kubelet and kube-proxy make
+/// many): that once failed an operator's start with "Address already in use". Ports are
+/// handed out in turn, so one test process never gets the same one twice.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    const LOW: u32 = 20_000;
+    const SPAN: u32 = 12_000;
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    // Test binaries run one after another; each starts at its own place in the range.
+    let start = std::process::id().wrapping_mul(7_919) % SPAN;
+    loop {
+        let port = (LOW + (start + NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)) % SPAN) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// GETs a path on loopback; `Some(body)` only for a 200 within two seconds (a stopped
