@@ -69,7 +69,14 @@ const DNS1123_LABEL_CEL_PATTERN: &str = r"'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'";
         json_path = ".spec.lock.name",
         description = "Name of the lock object"
     ),
-    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
+    printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
+    printcolumn(
+        name = "Failover",
+        type_ = "number",
+        json_path = ".status.history[0].leaderlessSeconds",
+        description = "Seconds without a leader at the last leader change",
+        priority = 1
+    )
 )]
 #[serde(rename_all = "camelCase")]
 #[validate(schema(function = "crate::domain::validation::timings"))]
@@ -86,6 +93,7 @@ const DNS1123_LABEL_CEL_PATTERN: &str = r"'^[a-z0-9]([-a-z0-9]*[a-z0-9])?$'";
         ".renewDeadline",
     ),
     validation = slow_renewal_rule(),
+    validation = lock_change_rule(),
 )]
 pub struct ElectionPolicySpec {
     /// Selects the Deployments, in this policy's namespace, whose replicas compete for the
@@ -144,6 +152,16 @@ pub struct ElectionPolicySpec {
     /// operator's --leader-pod-label (Helm value leaderPodLabel.enabled). Default false.
     #[serde(default)]
     pub leader_pod_label: bool,
+
+    /// Accept that a change of spec.lock opens a window with two leaders. Changing the lock
+    /// of a policy that injects rolls its Deployments, and until the rollout ends the Pods of
+    /// the old template elect on the old lock while the new Pods elect on the new one: each
+    /// lock can have a leader at once. Without this, such a change is refused at `kubectl
+    /// apply`. The operator watches the old lock until it runs out and reports
+    /// ConcurrentLeaders meanwhile. The safe way is to scale the Deployments to one replica
+    /// first (see the README). Default false.
+    #[serde(default)]
+    pub allow_lock_change: bool,
 }
 
 /// Thresholds of the early warnings; each has a default that suits client-go's timings.
@@ -294,6 +312,27 @@ pub struct ElectionPolicyStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
+
+    /// The last leader changes the operator observed, newest first, at most 10.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "atomic"))]
+    pub history: Vec<LeaderChange>,
+}
+
+/// One leader change, as the operator observed it.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaderChange {
+    /// The new holder's identity.
+    pub holder: String,
+    /// When the operator first saw this holder.
+    pub since: Time,
+    /// Seconds without a leader before it: from the last renewal (or release) of the
+    /// previous holder that the operator observed to the moment it first saw this one, on
+    /// the operator's clock. Absent when the operator did not see the previous holder (the
+    /// first leader, or a change while the operator was not running).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leaderless_seconds: Option<f64>,
 }
 
 /// The policy's overall state, shown in `kubectl get electionpolicies`.
@@ -360,6 +399,18 @@ fn slow_renewal_rule() -> kube::core::Rule {
     ))
     .message("detection.slowRenewalAfter must be shorter than leaseDuration, or LeaseStale would always come first")
     .field_path(".detection.slowRenewalAfter")
+}
+
+/// A lock change on a policy that injects must be intended (see `allowLockChange`). A
+/// transition rule: it runs on updates only, comparing with the stored object.
+fn lock_change_rule() -> kube::core::Rule {
+    kube::core::Rule::new(
+        "self.lock == oldSelf.lock || (has(oldSelf.injection) && has(oldSelf.injection.mode) && oldSelf.injection.mode == 'None') || (has(self.allowLockChange) && self.allowLockChange)",
+    )
+    .message(
+        "spec.lock changed on a policy that injects its configuration: the rollout that follows runs old Pods electing on the old lock beside new Pods electing on the new one, so two replicas can lead at once. Scale the Deployments to one replica before changing the lock (README: moving to a new lock), or set spec.allowLockChange: true to accept that window",
+    )
+    .field_path(".lock")
 }
 
 /// A cross-field timing rule, evaluated only once every duration parses and is positive, so

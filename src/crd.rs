@@ -78,8 +78,24 @@ mod tests {
         let version = &crd.spec.versions[0];
         assert_eq!(version.name, "v1alpha1");
         assert!(version.subresources.as_ref().and_then(|s| s.status.as_ref()).is_some());
-        let columns: Vec<_> =
-            version.additional_printer_columns.iter().flatten().map(|c| c.name.to_uppercase()).collect();
-        assert_eq!(columns, ["LEADER", "STATE", "TRANSITIONS", "LOCK", "AGE"]);
+        let columns: Vec<_> = version
+            .additional_printer_columns
+            .iter()
+            .flatten()
+            .map(|c| (c.name.to_uppercase(), c.priority.unwrap_or(0)))
+            .collect();
+        let column = |name: &str, priority| (name.to_string(), priority);
+        // The contract's columns in its order; -o wide adds the last failover's duration.
+        assert_eq!(
+            columns,
+            [
+                column("LEADER", 0),
+                column("STATE", 0),
+                column("TRANSITIONS", 0),
+                column("LOCK", 0),
+                column("AGE", 0),
+                column("FAILOVER", 1)
+            ]
+        );
     }
 }

@@ -73,7 +73,16 @@ struct Inner {
     events: Family<ReasonLabels, Counter>,
     lock_events: Family<ResourceLabels, Counter>,
     status_writes: Counter,
+    failovers: Family<PolicyLabels, Histogram, fn() -> Histogram>,
     policies: Arc<PolicyCollector>,
+}
+
+/// Buckets of `election_failover_seconds`: a failover lasts about a lease duration after a
+/// crash (client-go's 15 s by default; 1 s to 2 min in practice) and near 0 after a release.
+const FAILOVER_BUCKETS: [f64; 14] = [0.1, 0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0];
+
+fn failover_histogram() -> Histogram {
+    Histogram::new(FAILOVER_BUCKETS)
 }
 
 #[derive(Debug, Default)]
@@ -116,6 +125,14 @@ impl Metrics {
         );
         let status_writes = Counter::default();
         registry.register("status_writes", "ElectionPolicy status writes", status_writes.clone());
+        let failovers: Family<PolicyLabels, Histogram, fn() -> Histogram> =
+            Family::new_with_constructor(failover_histogram);
+        registry.register(
+            "failover_seconds",
+            "Seconds without a leader at each leader change the operator observed (from the previous holder's last \
+             renewal or release to the new holder)",
+            failovers.clone(),
+        );
         let policies = Arc::new(PolicyCollector::default());
         registry.register_collector(Box::new(policies.clone()));
         Metrics {
@@ -130,6 +147,7 @@ impl Metrics {
                 events,
                 lock_events,
                 status_writes,
+                failovers,
                 policies,
             }),
         }
@@ -199,9 +217,15 @@ impl Metrics {
         }
     }
 
+    /// A leader change of the policy came after this long without a leader.
+    pub fn failover(&self, key: &PolicyKey, leaderless: Duration) {
+        self.inner.failovers.get_or_create(&PolicyLabels::of(key)).observe(leaderless.as_secs_f64());
+    }
+
     pub fn remove_policy(&self, key: &PolicyKey) {
         let mut snapshots = self.inner.policies.snapshots.write().unwrap_or_else(|e| e.into_inner());
         snapshots.remove(key);
+        self.inner.failovers.remove(&PolicyLabels::of(key));
     }
 }
 
@@ -209,6 +233,12 @@ impl Metrics {
 struct PolicyLabels {
     namespace: String,
     policy: String,
+}
+
+impl PolicyLabels {
+    fn of(key: &PolicyKey) -> Self {
+        PolicyLabels { namespace: key.namespace.clone(), policy: key.name.clone() }
+    }
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -264,6 +294,11 @@ static POLICY_FAMILIES: &[(&str, &str, Reading)] = &[
         "lease_unobservable",
         "1 while the lease's deadline passed with the lock unwatchable (LeaderHealthy Unknown, not Stale)",
         Reading::Flag(|s| s.unobservable),
+    ),
+    (
+        "concurrent_leaders",
+        "1 while, after a lock change, the previous lock and the current one both have a live holder",
+        Reading::Flag(|s| s.concurrent_leaders),
     ),
     (
         "last_renewal_age_seconds",
@@ -365,7 +400,7 @@ impl Collector for PolicyCollector {
         for (name, help, reading) in POLICY_FAMILIES {
             let mut family = encoder.encode_descriptor(name, help, None, reading.metric_type())?;
             for (key, s) in snapshots.iter() {
-                let labels = PolicyLabels { namespace: key.namespace.clone(), policy: key.name.clone() };
+                let labels = PolicyLabels::of(key);
                 reading.encode(s, now, &labels, &mut family)?;
             }
         }
@@ -442,8 +477,10 @@ mod tests {
                 flapping: true,
                 renewals_slow: true,
                 unobservable: true,
+                concurrent_leaders: true,
             },
         );
+        metrics.failover(&PolicyKey::new("apps", "web"), Duration::from_millis(4_200));
         metrics.set_policy(
             PolicyKey::new("apps", "worker"),
             PolicySnapshot { lock: "configmaps/apps/worker".into(), ..Default::default() },
@@ -479,7 +516,7 @@ mod tests {
     }
 
     #[test]
-    fn the_exposition_is_unchanged() {
+    fn the_exposition_is_exactly_this() {
         let text = render_policies();
         assert_eq!(text, EXPECTED_EXPOSITION, "got:\n{text}");
     }
@@ -503,6 +540,25 @@ election_reconcile_duration_seconds_bucket{le="+Inf"} 0
 # HELP election_status_writes ElectionPolicy status writes.
 # TYPE election_status_writes counter
 election_status_writes_total 0
+# HELP election_failover_seconds Seconds without a leader at each leader change the operator observed (from the previous holder's last renewal or release to the new holder).
+# TYPE election_failover_seconds histogram
+election_failover_seconds_sum{namespace="apps",policy="web"} 4.2
+election_failover_seconds_count{namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="0.1",namespace="apps",policy="web"} 0
+election_failover_seconds_bucket{le="0.5",namespace="apps",policy="web"} 0
+election_failover_seconds_bucket{le="1.0",namespace="apps",policy="web"} 0
+election_failover_seconds_bucket{le="2.0",namespace="apps",policy="web"} 0
+election_failover_seconds_bucket{le="5.0",namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="10.0",namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="15.0",namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="20.0",namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="30.0",namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="45.0",namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="60.0",namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="90.0",namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="120.0",namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="180.0",namespace="apps",policy="web"} 1
+election_failover_seconds_bucket{le="+Inf",namespace="apps",policy="web"} 1
 # HELP election_leader_info The lock's current holder (1 per policy; empty leader label when none)
 # TYPE election_leader_info gauge
 election_leader_info{namespace="apps",policy="web",leader="web-1",lock="leases/apps/web"} 1
@@ -583,6 +639,14 @@ election_lease_unobservable{namespace="ops",policy="a-pending"} 0
 election_lease_unobservable{namespace="ops",policy="b-no-leader"} 0
 election_lease_unobservable{namespace="ops",policy="c-invalid"} 0
 election_lease_unobservable{namespace="ops",policy="db"} 0
+# HELP election_concurrent_leaders 1 while, after a lock change, the previous lock and the current one both have a live holder
+# TYPE election_concurrent_leaders gauge
+election_concurrent_leaders{namespace="apps",policy="web"} 1
+election_concurrent_leaders{namespace="apps",policy="worker"} 0
+election_concurrent_leaders{namespace="ops",policy="a-pending"} 0
+election_concurrent_leaders{namespace="ops",policy="b-no-leader"} 0
+election_concurrent_leaders{namespace="ops",policy="c-invalid"} 0
+election_concurrent_leaders{namespace="ops",policy="db"} 0
 # HELP election_last_renewal_age_seconds Seconds since the operator last observed the lock record change
 # TYPE election_last_renewal_age_seconds gauge
 election_last_renewal_age_seconds{namespace="apps",policy="web"} ~20

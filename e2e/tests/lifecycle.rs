@@ -251,7 +251,8 @@ async fn a_lock_changed_while_the_operator_is_down_is_injected_exactly() {
     let client = admin_client().await;
     let (original, _killed) = injected_then_killed(&client, &ns.name).await;
 
-    apply(&ns.name, &user_policy(json!({"lock": {"name": "web-v2"}})));
+    // The lock change is intended (allowLockChange): the apply-time guard lets it through.
+    apply(&ns.name, &user_policy(json!({"lock": {"name": "web-v2"}, "allowLockChange": true})));
 
     let _restarted = started_operator(&[]).await;
     reconciled(&client, &ns.name, "Injected").await;

@@ -49,16 +49,16 @@ pub fn occurrence_notice(occurrence: &Occurrence, lock: &str, renew_time: &str, 
     };
     let millis = |t: Timestamp| t.round(jiff::Unit::Millisecond).unwrap_or(t);
     match occurrence {
-        Occurrence::LeaderElected { holder, acquire_time } => notice(
+        Occurrence::LeaderElected { holder, acquire_time, leaderless } => notice(
             Severity::Normal,
             event::LEADER_ELECTED,
-            format!("{holder} acquired {lock}"),
+            format!("{holder} acquired {lock}{}", after_without_a_leader(*leaderless)),
             Some(format!("elected\n{holder}\n{}", acquire_time.as_deref().unwrap_or_default())),
         ),
-        Occurrence::LeaderChanged { from, to, acquire_time } => notice(
+        Occurrence::LeaderChanged { from, to, acquire_time, leaderless } => notice(
             Severity::Normal,
             event::LEADER_CHANGED,
-            format!("{from} -> {to} ({lock})"),
+            format!("{from} -> {to}{} ({lock})", after_without_a_leader(*leaderless)),
             Some(format!("changed\n{from}\n{to}\n{}", acquire_time.as_deref().unwrap_or_default())),
         ),
         Occurrence::LeaseStale { holder, last_renewal, lease_duration } => notice(
@@ -125,6 +125,45 @@ pub fn holder_not_found_notice(message: String, at: Timestamp) -> Notice {
     }
 }
 
+/// " after 4.2s without a leader", when the operator saw the gap.
+fn after_without_a_leader(leaderless: Option<Duration>) -> String {
+    leaderless.map(|d| format!(" after {:.1}s without a leader", d.as_secs_f64())).unwrap_or_default()
+}
+
+/// The Warning while a policy's previous lock and its current one both have a live holder.
+pub fn concurrent_leaders_notice(concurrent: &ConcurrentLeaders, at: Timestamp) -> Notice {
+    let ConcurrentLeaders { previous_holder, previous_lock, holder, lock } = concurrent;
+    Notice {
+        severity: Severity::Warning,
+        reason: event::CONCURRENT_LEADERS,
+        action: "Observe",
+        note: concurrent.message(),
+        occurrence_id: Some(format!("concurrent\n{previous_holder}\n{previous_lock}\n{holder}\n{lock}")),
+        observed_at: at,
+    }
+}
+
+/// Two live holders for one workload: the previous lock's, which Pods of the old template
+/// still renew, and the current lock's.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConcurrentLeaders {
+    pub previous_holder: String,
+    pub previous_lock: String,
+    pub holder: String,
+    pub lock: String,
+}
+
+impl ConcurrentLeaders {
+    /// What the Event and the LeaderHealthy condition say.
+    pub fn message(&self) -> String {
+        let ConcurrentLeaders { previous_holder, previous_lock, holder, lock } = self;
+        format!(
+            "{previous_holder} still holds the previous lock {previous_lock} while {holder} holds {lock}: Pods of \
+             the old template elect on the old lock until the rollout ends, so two replicas lead at once"
+        )
+    }
+}
+
 /// The API server refuses an Event whose note is longer than this many bytes.
 pub const NOTE_LIMIT_BYTES: usize = 1024;
 
@@ -155,7 +194,12 @@ mod tests {
 
     #[test]
     fn transitions_name_both_holders_and_have_stable_ids() {
-        let changed = Occurrence::LeaderChanged { from: "a".into(), to: "b".into(), acquire_time: Some("t1".into()) };
+        let changed = Occurrence::LeaderChanged {
+            from: "a".into(),
+            to: "b".into(),
+            acquire_time: Some("t1".into()),
+            leaderless: Some(Duration::from_millis(4_230)),
+        };
         let first = occurrence_notice(&changed, "leases/ns/l", "r1", at());
         let again = occurrence_notice(&changed, "leases/ns/l", "r2", at());
         assert_eq!(
@@ -164,7 +208,7 @@ mod tests {
                 severity: Severity::Normal,
                 reason: "LeaderChanged",
                 action: "Observe",
-                note: "a -> b (leases/ns/l)".into(),
+                note: "a -> b after 4.2s without a leader (leases/ns/l)".into(),
                 occurrence_id: Some("changed\na\nb\nt1".into()),
                 observed_at: at(),
             }

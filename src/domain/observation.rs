@@ -74,10 +74,14 @@ pub struct StatusView {
 /// Something that happened to the lock, worth an Event.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Occurrence {
-    /// The first holder observed (or a holder after the lock was released).
-    LeaderElected { holder: String, acquire_time: Option<String> },
-    /// The holder changed.
-    LeaderChanged { from: String, to: String, acquire_time: Option<String> },
+    /// The first holder observed (or a holder after the lock was released). `leaderless`:
+    /// see [`Occurrence::LeaderChanged`].
+    LeaderElected { holder: String, acquire_time: Option<String>, leaderless: Option<Duration> },
+    /// The holder changed. `leaderless`: the time from the last change of the record the
+    /// operator observed before (the previous holder's last renewal, or its release) to
+    /// this first sight of the new holder, on the operator's clock; `None` when the operator
+    /// did not see a previous holder (its first look, or the lock's first holder).
+    LeaderChanged { from: String, to: String, acquire_time: Option<String>, leaderless: Option<Duration> },
     /// No renewal observed for the lease duration since `last_renewal`.
     LeaseStale { holder: String, last_renewal: Timestamp, lease_duration: Duration },
     /// The same holder renewed again after LeaseStale.
@@ -388,10 +392,15 @@ impl LockObservation {
         self.forget_lateness();
         self.stats.transitions.push_back(now.monotonic);
         let acquire_time = record.acquire_time;
+        // A released lock's record is the previous holder's last act, so the time since the
+        // last change counts from the release when there was one.
+        let leaderless = previous_change
+            .filter(|_| !first && !from.is_empty())
+            .map(|previous| now.monotonic.saturating_duration_since(previous.monotonic));
         let mut occurrences = if from.is_empty() || from == holder {
-            vec![Occurrence::LeaderElected { holder, acquire_time }]
+            vec![Occurrence::LeaderElected { holder, acquire_time, leaderless }]
         } else {
-            vec![Occurrence::LeaderChanged { from, to: holder, acquire_time }]
+            vec![Occurrence::LeaderChanged { from, to: holder, acquire_time, leaderless }]
         };
         let window = self.detection.flapping_window;
         let changes = self.transitions_within(now.monotonic, window);
@@ -525,6 +534,41 @@ mod tests {
         o.observe(t0, record("a", 1));
         let events = o.observe(t0.after(Duration::from_secs(20)), record("b", 21));
         assert!(matches!(events.as_slice(), [Occurrence::LeaderChanged { from, to, .. }] if from == "a" && to == "b"));
+    }
+
+    #[test]
+    fn the_time_without_a_leader_runs_from_the_last_change_seen_to_the_new_holder() {
+        let leaderless = |events: Vec<Occurrence>| match events.as_slice() {
+            [Occurrence::LeaderChanged { leaderless, .. } | Occurrence::LeaderElected { leaderless, .. }] => {
+                *leaderless
+            }
+            other => panic!("not one leader change: {other:?}"),
+        };
+        // Killed: the last renewal seen, then the lease runs out before another takes it.
+        let (mut o, t0) = fresh();
+        assert_eq!(leaderless(o.observe(t0, record("a", 1))), None, "the first holder ends no gap");
+        o.observe(t0.after(Duration::from_secs(2)), record("a", 3));
+        let taken = o.observe(t0.after(Duration::from_millis(19_300)), record("b", 20));
+        assert_eq!(leaderless(taken), Some(Duration::from_millis(17_300)));
+        // Released: the release is the previous holder's last act.
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 1));
+        o.observe(t0.after(Duration::from_secs(1)), record("", 2));
+        let taken = o.observe(t0.after(Duration::from_millis(1_040)), record("b", 2));
+        assert_eq!(leaderless(taken), Some(Duration::from_millis(40)));
+        // The same holder taking its released lock back is a gap too.
+        o.observe(t0.after(Duration::from_secs(2)), record("", 3));
+        assert_eq!(
+            leaderless(o.observe(t0.after(Duration::from_secs(5)), record("b", 5))),
+            Some(Duration::from_secs(3))
+        );
+        // A restart's first look did not see the previous holder go.
+        let mut o = LockObservation::new(
+            LEASE,
+            Detection::default(),
+            Resumed { leader: "a".into(), state: Some(PolicyState::Healthy) },
+        );
+        assert_eq!(leaderless(o.observe(t0, record("b", 1))), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod event {
     pub const HOLDER_NOT_FOUND: &str = "HolderNotFound";
     pub const LEADER_FLAPPING: &str = "LeaderFlapping";
     pub const RENEWALS_SLOW: &str = "RenewalsSlow";
+    pub const CONCURRENT_LEADERS: &str = "ConcurrentLeaders";
 }
 
 /// Condition types of an ElectionPolicy's status.
@@ -44,5 +45,6 @@ pub mod condition_reason {
     pub const HOLDER_NOT_FOUND: &str = "HolderNotFound";
     pub const LEADER_FLAPPING: &str = "LeaderFlapping";
     pub const RENEWALS_SLOW: &str = "RenewalsSlow";
+    pub const CONCURRENT_LEADERS: &str = "ConcurrentLeaders";
     pub const READY: &str = "Ready";
 }

@@ -6,10 +6,11 @@ use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::{
-    api::{ElectionPolicyStatus, PolicyState},
+    api::{ElectionPolicyStatus, LeaderChange, PolicyState},
     domain::{
         holder::{HolderCheck, holder_not_found_message},
         lock_record::{LeaderElectionRecord, LockKey},
+        notices::ConcurrentLeaders,
         observation::{Health, LockObservation},
         reasons::{condition, condition_reason as reason, event},
     },
@@ -60,18 +61,36 @@ pub struct ConfigReport {
     pub selector: String,
 }
 
+/// What the observer knows of a policy beyond its configuration.
+#[derive(Clone, Copy, Debug)]
+pub struct Seen<'a> {
+    /// The current lock, once watched.
+    pub observation: Option<&'a LockObservation>,
+    pub holder: &'a HolderCheck,
+    /// The previous lock still has a live holder beside the current one.
+    pub concurrent: Option<&'a ConcurrentLeaders>,
+    /// Leader changes, newest first.
+    pub history: &'a [LeaderChange],
+}
+
+impl<'a> Seen<'a> {
+    pub fn of(observation: Option<&'a LockObservation>, holder: &'a HolderCheck) -> Self {
+        Seen { observation, holder, concurrent: None, history: &[] }
+    }
+}
+
 /// Renders the status. `previous` keeps each condition's lastTransitionTime when its status
 /// did not change.
 pub fn render(
     report: &ConfigReport,
-    observation: Option<&LockObservation>,
-    holder: &HolderCheck,
+    seen: &Seen<'_>,
     previous: Option<&ElectionPolicyStatus>,
     now: Timestamp,
 ) -> ElectionPolicyStatus {
+    let Seen { observation, history, .. } = *seen;
     let lock = report.lock.as_ref().map(ToString::to_string).unwrap_or_default();
     let config = config_condition(report);
-    let leader = leader_condition(report, observation, holder, &lock);
+    let leader = leader_condition(report, seen, &lock);
     let ready = ready_condition(&config, &leader);
 
     let state = match (&report.outcome, observation.map(LockObservation::health)) {
@@ -120,6 +139,7 @@ pub fn render(
         injected_deployments: injected,
         observed_generation: report.generation,
         conditions,
+        history: history.to_vec(),
     }
 }
 
@@ -180,14 +200,10 @@ fn config_condition(report: &ConfigReport) -> Rendered {
     }
 }
 
-/// LeaderHealthy, from the most serious finding down: staleness, no leader, a holder that
-/// is not one of the Pods, flapping, slow renewals.
-fn leader_condition(
-    report: &ConfigReport,
-    observation: Option<&LockObservation>,
-    holder: &HolderCheck,
-    lock: &str,
-) -> Rendered {
+/// LeaderHealthy, from the most serious finding down: staleness, no leader, two leaders
+/// after a lock change, a holder that is not one of the Pods, flapping, slow renewals.
+fn leader_condition(report: &ConfigReport, seen: &Seen<'_>, lock: &str) -> Rendered {
+    let Seen { observation, holder, concurrent, .. } = *seen;
     let unknown =
         |reason: &'static str, message: String| rendered(condition::LEADER_HEALTHY, "Unknown", reason, message);
     match &report.outcome {
@@ -212,6 +228,9 @@ fn leader_condition(
             reason::LOCK_UNOBSERVABLE,
             format!("{lock} cannot be watched right now; last renewal by {leader} observed at {}", since(observation)),
         ),
+        Health::Healthy if let Some(concurrent) = concurrent => {
+            rendered(condition::LEADER_HEALTHY, "False", reason::CONCURRENT_LEADERS, concurrent.message())
+        }
         Health::Healthy if holder.not_found_among.is_some() => rendered(
             condition::LEADER_HEALTHY,
             "False",
@@ -327,8 +346,7 @@ mod tests {
         let o = observed("pod-a", 1, now);
         let s = render(
             &report(ConfigOutcome::Injected(vec!["web".into()])),
-            Some(&o),
-            &HolderCheck::default(),
+            &Seen::of(Some(&o), &HolderCheck::default()),
             None,
             now.wall,
         );
@@ -349,8 +367,7 @@ mod tests {
         o.check_deadline(now.after(Duration::from_secs(15)));
         let s = render(
             &report(ConfigOutcome::Injected(vec!["web".into()])),
-            Some(&o),
-            &HolderCheck::default(),
+            &Seen::of(Some(&o), &HolderCheck::default()),
             None,
             now.wall,
         );
@@ -366,8 +383,7 @@ mod tests {
         let o = observed("pod-a", 1, now);
         let s = render(
             &report(ConfigOutcome::Invalid("leaseDuration must be greater than renewDeadline".into())),
-            Some(&o),
-            &HolderCheck::default(),
+            &Seen::of(Some(&o), &HolderCheck::default()),
             None,
             now.wall,
         );
@@ -379,7 +395,12 @@ mod tests {
 
     #[test]
     fn no_matching_deployment_is_target_not_found() {
-        let s = render(&report(ConfigOutcome::Injected(vec![])), None, &HolderCheck::default(), None, Timestamp::now());
+        let s = render(
+            &report(ConfigOutcome::Injected(vec![])),
+            &Seen::of(None, &HolderCheck::default()),
+            None,
+            Timestamp::now(),
+        );
         let c = condition(&s, "ConfigInjected");
         assert_eq!((c.status.as_str(), c.reason.as_str()), ("False", "TargetNotFound"));
         assert!(c.message.contains("app=demo"));
@@ -391,9 +412,9 @@ mod tests {
         let t0 = Moment::now();
         let o = observed("pod-a", 1, t0);
         let r = report(ConfigOutcome::Injected(vec!["web".into()]));
-        let first = render(&r, Some(&o), &HolderCheck::default(), None, t0.wall);
+        let first = render(&r, &Seen::of(Some(&o), &HolderCheck::default()), None, t0.wall);
         let later = t0.after(Duration::from_secs(60));
-        let second = render(&r, Some(&o), &HolderCheck::default(), Some(&first), later.wall);
+        let second = render(&r, &Seen::of(Some(&o), &HolderCheck::default()), Some(&first), later.wall);
         assert_eq!(condition(&second, "Ready").last_transition_time, Time(t0.wall));
     }
 
@@ -402,7 +423,7 @@ mod tests {
         let t0 = Moment::now();
         let mut o = observed("pod-a", 1, t0);
         let r = report(ConfigOutcome::Injected(vec!["web".into()]));
-        let before = render(&r, Some(&o), &HolderCheck::default(), None, t0.wall);
+        let before = render(&r, &Seen::of(Some(&o), &HolderCheck::default()), None, t0.wall);
         let t1 = t0.after(Duration::from_secs(2));
         o.observe(
             t1,
@@ -414,7 +435,7 @@ mod tests {
                 leader_transitions: 2,
             }),
         );
-        let after = render(&r, Some(&o), &HolderCheck::default(), Some(&before), t1.wall);
+        let after = render(&r, &Seen::of(Some(&o), &HolderCheck::default()), Some(&before), t1.wall);
         assert_ne!(before.last_observed_renewal, after.last_observed_renewal);
         assert!(!differs_for_users(&before, &after));
     }
@@ -447,7 +468,7 @@ mod tests {
             let holder = HolderCheck::default();
             let mut now = Moment::now();
             let mut o = observed("pod-1", 1, now);
-            let mut written = render(&r, Some(&o), &holder, None, now.wall);
+            let mut written = render(&r, &Seen::of(Some(&o), &holder), None, now.wall);
             let mut second = 1;
             for step in steps {
                 let view = o.status_view();
@@ -469,7 +490,7 @@ mod tests {
                         o.check_deadline(now)
                     }
                 };
-                let rendered = render(&r, Some(&o), &holder, Some(&written), now.wall);
+                let rendered = render(&r, &Seen::of(Some(&o), &holder), Some(&written), now.wall);
                 if occurrences.is_empty() && o.status_view() == view {
                     proptest::prop_assert!(!differs_for_users(&written, &rendered), "{written:?}\n{rendered:?}");
                 }

@@ -11,18 +11,22 @@
 
 use std::time::{Duration, Instant};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::Selector;
 
 use crate::{
-    api::{ElectionPolicyStatus, LockType, PolicyState},
+    api::{ElectionPolicyStatus, LeaderChange, LockType, PolicyState},
     domain::{
         holder::{HolderCheck, HolderPod, holder_not_found_message},
         lock_record::{LockContent, LockKey},
-        notices::{Notice, Regarding, config_notice, holder_not_found_notice, occurrence_notice},
+        notices::{
+            ConcurrentLeaders, Notice, Regarding, concurrent_leaders_notice, config_notice, holder_not_found_notice,
+            occurrence_notice,
+        },
         observation::{Health, LockObservation, Moment, Occurrence, Resumed},
         policy_key::PolicyKey,
         reasons::condition,
-        status::{ConfigReport, differs_for_users, render},
+        status::{ConfigOutcome, ConfigReport, Seen, differs_for_users, render},
         validation::Detection,
     },
 };
@@ -77,9 +81,16 @@ pub trait ClusterView {
     fn holder_pod(&self, namespace: &str, holder: &str, selectors: &[Selector]) -> Option<HolderPod>;
 }
 
+/// How many leader changes `status.history` keeps.
+pub const HISTORY_LENGTH: usize = 10;
+
 /// What the observer is to do for a policy, in order.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
+    /// Route this lock's events to the policy (its lock, or the previous one kept).
+    Watch(LockKey),
+    /// Stop routing this lock's events to the policy.
+    Unwatch(LockKey),
     /// Hand this status to the status writer.
     WriteStatus(ElectionPolicyStatus),
     /// Publish this Event on the policy.
@@ -93,6 +104,22 @@ pub enum Action {
     SetMetrics(PolicySnapshot),
     /// A plain renewal: only the renewal times of the metrics move.
     Renewed { last_change: Option<Instant>, stale_deadline: Option<Instant>, interval: Option<Duration> },
+    /// A leader change ended this long without a leader.
+    Failover(Duration),
+}
+
+/// After a lock change, the lock the policy named before: Pods of the old template elect on
+/// it until the rollout ends, so it is watched while its holder may still lead.
+#[derive(Clone, Debug)]
+struct PreviousLock {
+    lock: LockKey,
+    observation: LockObservation,
+}
+
+/// The holder of an observed lock while it renews (not stale, released or unwatchable).
+fn live_holder(observation: &LockObservation) -> Option<String> {
+    let live = observation.health() == &Health::Healthy && !observation.is_unobservable();
+    (live && !observation.leader().is_empty()).then(|| observation.leader().to_string())
 }
 
 /// One policy's lock observation, holder check and status.
@@ -109,6 +136,11 @@ pub struct PolicyTracker {
     written: Option<ElectionPolicyStatus>,
     /// Leader changes observed since the operator started.
     observed_changes: u64,
+    /// Leader changes, newest first, resumed from the status.
+    history: Vec<LeaderChange>,
+    previous: Option<PreviousLock>,
+    /// The previous lock and the current one both had a live holder at the last look.
+    concurrent: Option<ConcurrentLeaders>,
 }
 
 impl PolicyTracker {
@@ -124,6 +156,9 @@ impl PolicyTracker {
             holder: HolderCheck::default(),
             written: registration.current_status.clone(),
             observed_changes: 0,
+            history: registration.current_status.as_ref().map(|s| s.history.clone()).unwrap_or_default(),
+            previous: None,
+            concurrent: None,
         }
     }
 
@@ -134,6 +169,11 @@ impl PolicyTracker {
     /// The lock being observed.
     pub fn watched_lock(&self) -> Option<&LockKey> {
         self.observation.as_ref().and(self.report.lock.as_ref()).filter(|_| self.report.outcome.observes_lock())
+    }
+
+    /// Every lock whose events go to this policy: its own, and the previous one while kept.
+    pub fn watched_locks(&self) -> impl Iterator<Item = &LockKey> {
+        self.watched_lock().into_iter().chain(self.previous.as_ref().map(|p| &p.lock))
     }
 
     pub fn pod_selectors(&self) -> &[Selector] {
@@ -159,7 +199,10 @@ impl PolicyTracker {
         self.watch = watch;
         self.pod_selectors = pod_selectors;
         self.deployments = deployments;
+        let mut actions = Vec::new();
         if previous_lock != watched_lock {
+            self.keep_previous_lock(previous_lock, watched_lock.as_ref(), &mut actions);
+            actions.extend(watched_lock.iter().cloned().map(Action::Watch));
             self.observation = watched_lock.as_ref().zip(watch).map(|(lock, watch)| {
                 let status = current_status.as_ref().filter(|s| s.lock.as_deref() == Some(&lock.to_string()));
                 let resumed =
@@ -171,7 +214,6 @@ impl PolicyTracker {
             observation.configure(watch.fallback_lease_duration, watch.detection);
         }
 
-        let mut actions = Vec::new();
         if let Some(content) = watched_lock.as_ref().and_then(|lock| view.lock(lock)) {
             self.observe(content, now, view, &mut actions);
         }
@@ -185,17 +227,24 @@ impl PolicyTracker {
         actions
     }
 
-    /// The lock's content as the watch delivered it at `at` (a change, a deletion or a
+    /// The content of `lock` as the watch delivered it at `at` (a change, a deletion or a
     /// relist). A plain renewal, the hot path, only moves the timer and the metrics.
     pub fn lock_observed(
         &mut self,
+        lock: &LockKey,
         content: LockContent,
         at: Moment,
         view: &impl ClusterView,
         now: Moment,
     ) -> Vec<Action> {
-        let before = self.observation.as_ref().map(LockObservation::status_view);
         let mut actions = Vec::new();
+        if let Some(previous) = self.previous.as_mut().filter(|p| &p.lock == lock) {
+            // Only whether it still has a live holder matters: its own changes are not news.
+            previous.observation.observe(at, content);
+            self.refresh(view, now, &mut actions);
+            return actions;
+        }
+        let before = self.observation.as_ref().map(LockObservation::status_view);
         let noteworthy = self.observe(content, at, view, &mut actions);
         if noteworthy || before.is_none() || self.observation.as_ref().map(LockObservation::status_view) != before {
             self.refresh(view, now, &mut actions);
@@ -207,6 +256,9 @@ impl PolicyTracker {
 
     /// The timer set by [`Action::SetTimer`] went off.
     pub fn deadline(&mut self, view: &impl ClusterView, now: Moment) -> Vec<Action> {
+        if let Some(previous) = self.previous.as_mut() {
+            previous.observation.check_deadline(now);
+        }
         let Some(observation) = self.observation.as_mut() else { return Vec::new() };
         let occurrences = observation.check_deadline(now);
         let mut actions = Vec::new();
@@ -217,7 +269,8 @@ impl PolicyTracker {
 
     /// The watch of the lock broke: until it lists again, silence proves nothing.
     pub fn blind(&mut self, view: &impl ClusterView, now: Moment) -> Vec<Action> {
-        if let Some(observation) = self.observation.as_mut() {
+        let previous = self.previous.as_mut().map(|p| &mut p.observation);
+        for observation in self.observation.as_mut().into_iter().chain(previous) {
             observation.set_blind();
         }
         let mut actions = Vec::new();
@@ -255,10 +308,23 @@ impl PolicyTracker {
         noteworthy
     }
 
-    /// The Events for what was observed; counts leader changes.
+    /// The Events for what was observed; counts leader changes and keeps their history.
     fn report(&mut self, occurrences: Vec<Occurrence>, now: Moment, actions: &mut Vec<Action>) {
-        self.observed_changes +=
-            occurrences.iter().filter(|o| matches!(o, Occurrence::LeaderChanged { .. })).count() as u64;
+        for occurrence in &occurrences {
+            let (holder, leaderless) = match occurrence {
+                Occurrence::LeaderChanged { to, leaderless, .. } => {
+                    self.observed_changes += 1;
+                    (to, leaderless)
+                }
+                Occurrence::LeaderElected { holder, leaderless, .. } => (holder, leaderless),
+                _ => continue,
+            };
+            let seconds = leaderless.map(|d| d.as_millis() as f64 / 1000.0);
+            self.history
+                .insert(0, LeaderChange { holder: holder.clone(), since: Time(now.wall), leaderless_seconds: seconds });
+            self.history.truncate(HISTORY_LENGTH);
+            actions.extend(leaderless.map(Action::Failover));
+        }
         let renew_time = self
             .observation
             .as_ref()
@@ -314,7 +380,19 @@ impl PolicyTracker {
             .and(self.report.lock.as_ref())
             .is_some_and(|lock| !view.lock_kind_listed(lock.type_))
             || (!self.pod_selectors.is_empty() && !view.pods_listed());
-        let status = render(&self.report, self.observation.as_ref(), &self.holder, self.written.as_ref(), now.wall);
+        self.retire_previous_lock(view, actions);
+        let concurrent = self.concurrent_leaders();
+        if let Some(news) = concurrent.as_ref().filter(|c| self.concurrent.as_ref() != Some(*c)) {
+            actions.push(Action::Publish(concurrent_leaders_notice(news, now.wall)));
+        }
+        self.concurrent = concurrent;
+        let seen = Seen {
+            observation: self.observation.as_ref(),
+            holder: &self.holder,
+            concurrent: self.concurrent.as_ref(),
+            history: &self.history,
+        };
+        let status = render(&self.report, &seen, self.written.as_ref(), now.wall);
         let config = config_condition(Some(&status));
 
         // Until the lock has been looked at, a status would only say "unknown" over what the
@@ -324,7 +402,9 @@ impl PolicyTracker {
             self.written = Some(status.clone());
         }
         let observation = self.observation.as_ref();
-        actions.push(Action::SetTimer(observation.and_then(LockObservation::deadline)));
+        let previous_expires = self.previous.as_ref().and_then(|p| p.observation.stale_deadline());
+        let wake = observation.and_then(LockObservation::deadline).into_iter().chain(previous_expires).min();
+        actions.push(Action::SetTimer(wake));
         actions.push(Action::SetMetrics(PolicySnapshot {
             leader: status.leader,
             lock: status.lock.unwrap_or_default(),
@@ -338,8 +418,57 @@ impl PolicyTracker {
             flapping: observation.is_some_and(LockObservation::is_flapping),
             renewals_slow: observation.is_some_and(LockObservation::is_slow),
             unobservable: observation.is_some_and(LockObservation::is_unobservable),
+            concurrent_leaders: self.concurrent.is_some(),
         }));
         config
+    }
+
+    /// On a lock change: keeps watching the old lock when its holder still leads and the
+    /// change rolls the Deployments (the policy injects), for Pods of the old template keep
+    /// electing on it until the rollout ends. Otherwise the old lock is let go.
+    fn keep_previous_lock(&mut self, old: Option<LockKey>, new: Option<&LockKey>, actions: &mut Vec<Action>) {
+        let rolls = match &self.report.outcome {
+            ConfigOutcome::Injected(d) | ConfigOutcome::Failed { injected: d, .. } => !d.is_empty(),
+            _ => false,
+        };
+        let kept = old
+            .clone()
+            .zip(self.observation.take())
+            .filter(|(_, observation)| rolls && new.is_some() && live_holder(observation).is_some())
+            .map(|(lock, observation)| PreviousLock { lock, observation });
+        // No longer watched: the old lock unless kept, and a previous one kept from an
+        // earlier change, unless the policy has just gone back to it.
+        let let_go = [old.filter(|_| kept.is_none()), std::mem::replace(&mut self.previous, kept).map(|p| p.lock)];
+        for lock in let_go.into_iter().flatten() {
+            if Some(&lock) != new && self.previous.as_ref().is_none_or(|p| p.lock != lock) {
+                actions.push(Action::Unwatch(lock));
+            }
+        }
+    }
+
+    /// Lets the previous lock go once no Pod of the old template can lead on it: released,
+    /// stale, gone, or held by a Pod that no longer exists.
+    fn retire_previous_lock(&mut self, view: &impl ClusterView, actions: &mut Vec<Action>) {
+        let Some(previous) = &self.previous else { return };
+        let still_held = live_holder(&previous.observation).is_some_and(|holder| {
+            self.pod_selectors.is_empty()
+                || view.holder_pod(&self.regarding.namespace, &holder, &self.pod_selectors) != Some(HolderPod::NotFound)
+        });
+        if !still_held {
+            actions.push(Action::Unwatch(previous.lock.clone()));
+            self.previous = None;
+        }
+    }
+
+    /// Both locks' holders, while each has one that renews.
+    fn concurrent_leaders(&self) -> Option<ConcurrentLeaders> {
+        let previous = self.previous.as_ref()?;
+        Some(ConcurrentLeaders {
+            previous_holder: live_holder(&previous.observation)?,
+            previous_lock: previous.lock.to_string(),
+            holder: live_holder(self.observation.as_ref()?)?,
+            lock: self.lock_text(),
+        })
     }
 
     /// A plain renewal: the status users see is unchanged.
@@ -385,6 +514,8 @@ pub struct PolicySnapshot {
     pub renewal_interval: Option<Duration>,
     /// The holder is not a Pod of the selected Deployments.
     pub holder_not_found: bool,
+    /// After a lock change, the previous lock and the current one both have a live holder.
+    pub concurrent_leaders: bool,
     /// More leader changes than allowed within the policy's window.
     pub flapping: bool,
     /// No renewal for the slow-renewal threshold.
@@ -504,6 +635,9 @@ mod tests {
                 Action::SetTimer(_) => "SetTimer",
                 Action::SetMetrics(_) => "SetMetrics",
                 Action::Renewed { .. } => "Renewed",
+                Action::Watch(_) => "Watch",
+                Action::Unwatch(_) => "Unwatch",
+                Action::Failover(_) => "Failover",
             })
             .collect()
     }
@@ -519,9 +653,10 @@ mod tests {
     fn before_the_lock_is_listed_nothing_is_written_over_the_previous_status() {
         let view = View::default();
         let (_, actions) = electing(injected(), &view);
-        assert_eq!(kinds(&actions), ["SetTimer", "SetMetrics"]);
-        assert_eq!(actions[0], Action::SetTimer(None));
-        let Action::SetMetrics(snapshot) = &actions[1] else { unreachable!() };
+        assert_eq!(kinds(&actions), ["Watch", "SetTimer", "SetMetrics"]);
+        assert_eq!(actions[0], Action::Watch(lock()));
+        assert_eq!(actions[1], Action::SetTimer(None));
+        let Action::SetMetrics(snapshot) = &actions[2] else { unreachable!() };
         assert_eq!(
             *snapshot,
             PolicySnapshot { lock: "leases/ns/web".into(), state: Some(PolicyState::Pending), ..Default::default() }
@@ -532,7 +667,7 @@ mod tests {
     fn the_first_holder_is_announced_written_and_timed() {
         let view = listed(record("web-1", 100), &["web-1", "web-2"]);
         let (_, actions) = electing(injected(), &view);
-        assert_eq!(kinds(&actions), ["Publish", "WriteStatus", "SetTimer", "SetMetrics"]);
+        assert_eq!(kinds(&actions), ["Watch", "Publish", "WriteStatus", "SetTimer", "SetMetrics"]);
         assert_eq!(
             publishes(&actions),
             [Notice {
@@ -546,15 +681,19 @@ mod tests {
         );
         let status = &written(&actions)[0];
         assert_eq!((status.leader.as_str(), status.state), ("web-1", Some(PolicyState::Healthy)));
+        assert_eq!(
+            status.history,
+            [LeaderChange { holder: "web-1".into(), since: Time(at_second(0).wall), leaderless_seconds: None }]
+        );
         // The next thing to decide is slow renewals, 5 s after the renewal was seen.
-        assert_eq!(actions[2], Action::SetTimer(Some(at_second(5).monotonic)));
+        assert_eq!(actions[3], Action::SetTimer(Some(at_second(5).monotonic)));
     }
 
     #[test]
     fn a_plain_renewal_moves_only_the_timer_and_the_metrics() {
         let view = listed(record("web-1", 100), &["web-1"]);
         let (mut tracker, _) = electing(injected(), &view);
-        let actions = tracker.lock_observed(record("web-1", 102), at_second(2), &view, at_second(2));
+        let actions = tracker.lock_observed(&lock(), record("web-1", 102), at_second(2), &view, at_second(2));
         assert_eq!(
             actions,
             [
@@ -623,11 +762,11 @@ mod tests {
         let view = listed(record("web-1", 100), &["web-1", "web-2"]);
         let actions = tracker.pods_changed(&view, at_second(1));
         assert_eq!(actions[0], Action::LabelLeaderPod(Some("web-1".into())));
-        let changed = tracker.lock_observed(record("web-2", 103), at_second(3), &view, at_second(3));
+        let changed = tracker.lock_observed(&lock(), record("web-2", 103), at_second(3), &view, at_second(3));
         assert!(changed.contains(&Action::LabelLeaderPod(Some("web-2".into()))), "{changed:?}");
         assert_eq!(
             publishes(&changed).iter().map(|n| n.note.as_str()).collect::<Vec<_>>(),
-            ["web-1 -> web-2 (leases/ns/web)"]
+            ["web-1 -> web-2 after 3.0s without a leader (leases/ns/web)"]
         );
     }
 
@@ -707,5 +846,150 @@ mod tests {
         let status = written(&actions).remove(0);
         let condition = status.conditions.iter().find(|c| c.type_ == "LeaderHealthy").unwrap();
         assert_eq!((condition.status.as_str(), condition.reason.as_str()), ("Unknown", "LockUnobservable"));
+    }
+
+    #[test]
+    fn a_failover_is_timed_kept_in_history_and_measured() {
+        let view = listed(record("web-1", 100), &["web-1", "web-2"]);
+        let (mut tracker, _) = electing(injected(), &view);
+        tracker.lock_observed(&lock(), record("web-1", 102), at_second(2), &view, at_second(2));
+        // web-1 is killed; web-2 takes the lock once the lease has run out on its clock.
+        tracker.deadline(&view, at_second(17));
+        let actions = tracker.lock_observed(&lock(), record("web-2", 119), at_second(19), &view, at_second(19));
+        assert!(actions.contains(&Action::Failover(Duration::from_secs(17))), "{actions:?}");
+        let notices = publishes(&actions);
+        assert_eq!(notices[0].note, "web-1 -> web-2 after 17.0s without a leader (leases/ns/web)");
+        let status = written(&actions).remove(0);
+        assert_eq!(
+            status.history,
+            [
+                LeaderChange {
+                    holder: "web-2".into(),
+                    since: Time(at_second(19).wall),
+                    leaderless_seconds: Some(17.0)
+                },
+                LeaderChange { holder: "web-1".into(), since: Time(at_second(0).wall), leaderless_seconds: None },
+            ]
+        );
+        // A plain renewal writes nothing, history included.
+        let renewal = tracker.lock_observed(&lock(), record("web-2", 121), at_second(21), &view, at_second(21));
+        assert_eq!(kinds(&renewal), ["SetTimer", "Renewed"]);
+    }
+
+    #[test]
+    fn history_survives_a_restart_and_keeps_the_last_ten() {
+        let pods: Vec<String> = (0..12).map(|i| format!("web-{i}")).collect();
+        let names: Vec<&str> = pods.iter().map(String::as_str).collect();
+        let view = listed(record("web-0", 100), &names);
+        let (mut tracker, mut actions) = electing(injected(), &view);
+        for i in 1..12u64 {
+            let holder = format!("web-{i}");
+            actions =
+                tracker.lock_observed(&lock(), record(&holder, 100 + i as i64), at_second(i), &view, at_second(i));
+        }
+        let status = written(&actions).remove(0);
+        let holders: Vec<&str> = status.history.iter().map(|c| c.holder.as_str()).collect();
+        assert_eq!(
+            holders,
+            ["web-11", "web-10", "web-9", "web-8", "web-7", "web-6", "web-5", "web-4", "web-3", "web-2"]
+        );
+
+        let restarted = listed(record("web-11", 112), &names);
+        let (_, resumed) = electing(Registration { current_status: Some(status.clone()), ..injected() }, &restarted);
+        // (Eleven changes in a minute made the policy flap; the restart forgets that, so a
+        // status is written, with the same history.)
+        assert!(written(&resumed).iter().all(|s| s.history == status.history), "{resumed:?}");
+        let changed = listed(record("web-0", 113), &names);
+        let (_, after) = electing(Registration { current_status: Some(status.clone()), ..injected() }, &changed);
+        let history = &written(&after)[0].history;
+        assert_eq!(history.len(), 10);
+        assert_eq!(
+            history[0],
+            LeaderChange { holder: "web-0".into(), since: Time(at_second(0).wall), leaderless_seconds: None },
+            "a change while the operator was away has no known gap"
+        );
+        assert_eq!(history[1..], status.history[..9]);
+    }
+
+    #[test]
+    fn a_lock_change_with_the_old_leader_renewing_is_two_leaders_until_the_old_lock_runs_out() {
+        let new_lock = LockKey { name: "web-v2".into(), ..lock() };
+        let mut view = listed(record("web-1", 100), &["web-1", "web-2"]);
+        let (mut tracker, _) = electing(injected(), &view);
+        let mut moved = injected();
+        moved.report.lock = Some(new_lock.clone());
+        let actions = tracker.register(moved, &view, at_second(1));
+        assert_eq!(actions[0], Action::Watch(new_lock.clone()), "the old lock stays watched: {actions:?}");
+        assert!(!actions.iter().any(|a| matches!(a, Action::Unwatch(_))), "{actions:?}");
+        assert_eq!(tracker.watched_locks().cloned().collect::<Vec<_>>(), [new_lock.clone(), lock()]);
+
+        // A new Pod takes the new lock while web-1 still renews the old one.
+        view.locks.as_mut().unwrap().insert(new_lock.clone(), record("web-2", 102));
+        let actions = tracker.lock_observed(&new_lock, record("web-2", 102), at_second(2), &view, at_second(2));
+        let concurrent: Vec<Notice> =
+            publishes(&actions).into_iter().filter(|n| n.reason == "ConcurrentLeaders").collect();
+        assert_eq!(
+            concurrent,
+            [Notice {
+                severity: Severity::Warning,
+                reason: "ConcurrentLeaders",
+                action: "Observe",
+                note:
+                    "web-1 still holds the previous lock leases/ns/web while web-2 holds leases/ns/web-v2: Pods of the \
+                       old template elect on the old lock until the rollout ends, so two replicas lead at once"
+                        .into(),
+                occurrence_id: Some("concurrent\nweb-1\nleases/ns/web\nweb-2\nleases/ns/web-v2".into()),
+                observed_at: at_second(2).wall,
+            }]
+        );
+        let status = written(&actions).remove(0);
+        let healthy = status.conditions.iter().find(|c| c.type_ == "LeaderHealthy").unwrap();
+        assert_eq!((healthy.status.as_str(), healthy.reason.as_str()), ("False", "ConcurrentLeaders"));
+        assert_eq!(healthy.message, concurrent[0].note);
+        assert!(actions.iter().any(|a| matches!(a, Action::SetMetrics(s) if s.concurrent_leaders)), "{actions:?}");
+
+        // The old leader renews: still two leaders, and no second Event.
+        let renewed = tracker.lock_observed(&lock(), record("web-1", 103), at_second(3), &view, at_second(3));
+        assert_eq!(publishes(&renewed), []);
+        assert_eq!(
+            renewed.iter().find(|a| matches!(a, Action::SetTimer(_))),
+            Some(&Action::SetTimer(Some(at_second(7).monotonic)))
+        );
+
+        // It stops; once its lease runs out, the old lock is let go and the policy is healthy.
+        let expired = tracker.deadline(&view, at_second(18));
+        assert!(expired.contains(&Action::Unwatch(lock())), "{expired:?}");
+        assert_eq!(tracker.watched_locks().cloned().collect::<Vec<_>>(), [new_lock]);
+        let status = written(&expired).remove(0);
+        let healthy = status.conditions.iter().find(|c| c.type_ == "LeaderHealthy").unwrap();
+        assert_ne!(healthy.reason, "ConcurrentLeaders");
+        assert!(expired.iter().any(|a| matches!(a, Action::SetMetrics(s) if !s.concurrent_leaders)), "{expired:?}");
+    }
+
+    #[test]
+    fn a_lock_change_without_a_live_old_leader_or_injection_lets_the_old_lock_go() {
+        let new_lock = LockKey { name: "web-v2".into(), ..lock() };
+        let moved = |outcome| {
+            let mut r = registration(outcome, false);
+            r.report.lock = Some(new_lock.clone());
+            r
+        };
+        // Released: nobody leads on the old lock.
+        let view = listed(record("", 100), &["web-1"]);
+        let (mut tracker, _) = electing(injected(), &view);
+        let actions = tracker.register(moved(ConfigOutcome::Injected(vec!["web".into()])), &view, at_second(1));
+        assert_eq!(actions[..2], [Action::Unwatch(lock()), Action::Watch(new_lock.clone())]);
+        // Observe-only: nothing rolls, the app elects wherever it is configured to.
+        let view = listed(record("web-1", 100), &["web-1"]);
+        let (mut tracker, _) = electing(registration(ConfigOutcome::Observing(vec!["web".into()]), false), &view);
+        let actions = tracker.register(moved(ConfigOutcome::Observing(vec!["web".into()])), &view, at_second(1));
+        assert_eq!(actions[..2], [Action::Unwatch(lock()), Action::Watch(new_lock.clone())]);
+        // The old leader's Pod is gone: it cannot lead any more.
+        let (mut tracker, _) = electing(injected(), &view);
+        let actions = tracker.register(moved(ConfigOutcome::Injected(vec!["web".into()])), &view, at_second(1));
+        assert_eq!(actions[0], Action::Watch(new_lock.clone()));
+        let gone = listed(record("web-1", 100), &["web-2"]);
+        let actions = tracker.pods_changed(&gone, at_second(2));
+        assert_eq!(actions[0], Action::Unwatch(lock()));
     }
 }

@@ -176,22 +176,6 @@ impl Observer {
             registered: Instant::now(),
         });
         entry.registered = Instant::now();
-        let previous_lock = entry.tracker.watched_lock().cloned();
-        let watched_lock = registration.watched_lock().cloned();
-        if previous_lock != watched_lock {
-            if let Some(old) = previous_lock.filter(|old| self.by_lock.get(old) == Some(&key)) {
-                self.by_lock.remove(&old);
-            }
-            if let Some(lock) = &watched_lock {
-                self.by_lock.insert(lock.clone(), key.clone());
-            }
-        }
-        if let Some(lock) =
-            watched_lock.filter(|lock| self.listed.contains(&lock.type_) && !self.locks.contains_key(lock))
-        {
-            // Not seen by the label-selected watch: label it now rather than at the next probe.
-            self.labeler.label_in_background(lock);
-        }
         self.step(&key, |tracker, caches, now| tracker.register(registration, caches, now)).await;
     }
 
@@ -200,11 +184,8 @@ impl Observer {
             if let Some(timer) = entry.timer {
                 self.timers.remove(&timer);
             }
-            // Only the policy watching the lock labelled it (a conflicting one never did), and
-            // only that one takes the label off again, restoring the lock as it was.
-            if let Some(lock) = entry.tracker.watched_lock().filter(|lock| self.by_lock.get(*lock) == Some(policy)) {
-                self.by_lock.remove(lock);
-                self.labeler.unlabel_in_background(lock.clone());
+            for lock in entry.tracker.watched_locks() {
+                unwatch(&mut self.by_lock, &self.labeler, policy, lock);
             }
         }
         self.metrics.remove_policy(policy);
@@ -247,7 +228,7 @@ impl Observer {
 
     async fn observe_lock(&mut self, lock: &LockKey, content: LockContent, at: Moment) {
         let Some(policy) = self.by_lock.get(lock).cloned() else { return };
-        self.step(&policy, |tracker, caches, now| tracker.lock_observed(content, at, caches, now)).await;
+        self.step(&policy, |tracker, caches, now| tracker.lock_observed(lock, content, at, caches, now)).await;
     }
 
     /// Hands one input to the policy's tracker and carries out the actions it returns.
@@ -260,6 +241,15 @@ impl Observer {
         let caches = Caches { locks: &self.locks, listed: &self.listed, pods: &self.pods };
         for action in input(&mut entry.tracker, &caches, Moment::now()) {
             match action {
+                Action::Watch(lock) => {
+                    if self.listed.contains(&lock.type_) && !self.locks.contains_key(&lock) {
+                        // Not seen by the label-selected watch: label it now, not at the next probe.
+                        self.labeler.label_in_background(lock.clone());
+                    }
+                    self.by_lock.insert(lock, policy.clone());
+                }
+                Action::Unwatch(lock) => unwatch(&mut self.by_lock, &self.labeler, policy, &lock),
+                Action::Failover(leaderless) => self.metrics.failover(policy, leaderless),
                 Action::WriteStatus(status) => self.status.write(policy.clone(), status),
                 Action::Publish(notice) => {
                     debug!(%policy, reason = notice.reason, note = %notice.note, "event");
@@ -286,6 +276,16 @@ impl Observer {
                 self.labeler.label_in_background(lock.clone());
             }
         }
+    }
+}
+
+/// Stops routing `lock` to `policy`. Only the policy watching the lock labelled it (a
+/// conflicting one never did), and only that one takes the label off again, restoring the
+/// lock as it was.
+fn unwatch(by_lock: &mut HashMap<LockKey, PolicyKey>, labeler: &LockLabeler, policy: &PolicyKey, lock: &LockKey) {
+    if by_lock.get(lock) == Some(policy) {
+        by_lock.remove(lock);
+        labeler.unlabel_in_background(lock.clone());
     }
 }
 
