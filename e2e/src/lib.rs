@@ -29,8 +29,8 @@ pub use namespace::TestNamespace;
 pub use operator::{Operator, started_operator};
 pub use operator_logs::operator_log_tails;
 pub use policy::{
-    condition, count_policy_events, get_deployment, get_policy, injected_env, policy_events, wait_policy,
-    wait_policy_event,
+    apply_object, condition, count_policy_events, get_deployment, get_policy, injected_env, policy_events,
+    policy_object, wait_policy, wait_policy_event,
 };
 pub use process::{free_port, http_get};
 pub use rbac::{audited_requests, rbac_denials, service_account_kubeconfig};

@@ -4,9 +4,12 @@
 use std::time::Duration;
 
 use kube::Client;
-use serde_json::Value;
+use serde_json::{Value, json};
 
-use crate::waits::{wait_for, wait_until};
+use crate::{
+    cluster::kubectl_ok,
+    waits::{wait_for, wait_until},
+};
 
 /// An ElectionPolicy as the API server has it.
 pub async fn get_policy(
@@ -122,4 +125,19 @@ pub fn injected_env(deployment: &Value, container: usize) -> Vec<(String, String
         .flatten()
         .filter_map(|e| Some((e["name"].as_str()?.to_string(), e["value"].as_str()?.to_string())))
         .collect()
+}
+
+/// An ElectionPolicy `name` that selects the Deployments labelled app=NAME and names the
+/// lock NAME, with the fields of `spec` added or replaced.
+pub fn policy_object(name: &str, spec: Value) -> Value {
+    let mut full = json!({"selector": {"matchLabels": {"app": name}}, "lock": {"name": name}});
+    for (k, v) in spec.as_object().into_iter().flatten() {
+        full[k] = v.clone();
+    }
+    json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": name}, "spec": full})
+}
+
+/// `kubectl apply` of one object into `namespace`, which must succeed.
+pub fn apply_object(namespace: &str, object: &Value) {
+    kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&object.to_string()));
 }

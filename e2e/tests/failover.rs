@@ -8,9 +8,9 @@
 use std::time::Duration;
 
 use election_e2e::{
-    App, Elector, ElectorBuild, Operator, TestNamespace, admin_client, condition, count_policy_events, get_deployment,
-    get_policy, injected_env, install_crd, kubectl, kubectl_ok, sample, started_operator, wait_control_plane_healthy,
-    wait_for, wait_policy, wait_policy_event,
+    App, Elector, ElectorBuild, Operator, TestNamespace, admin_client, apply_object, condition, count_policy_events,
+    get_deployment, get_policy, injected_env, install_crd, kubectl, kubectl_ok, policy_object, sample,
+    started_operator, wait_control_plane_healthy, wait_for, wait_policy, wait_policy_event,
     workloads::{ELECTOR_IMAGE, PodApp},
 };
 use election_operator::api::{LeaderChange, PolicyState};
@@ -230,18 +230,6 @@ async fn running_leader(client: &Client, app: &PodApp, state: PolicyState) -> St
     .await
 }
 
-fn apply(namespace: &str, object: Value) {
-    kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&object.to_string()));
-}
-
-fn policy(name: &str, spec: Value) -> Value {
-    let mut full = json!({"selector": {"matchLabels": {"app": name}}, "lock": {"name": name}});
-    for (k, v) in spec.as_object().into_iter().flatten() {
-        full[k] = v.clone();
-    }
-    json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": name}, "spec": full})
-}
-
 #[tokio::test]
 async fn a_lock_change_with_the_old_leader_renewing_reports_two_leaders_until_the_rollout_ends() {
     // The old lock's holder must stay a live Pod of the Deployment while a new Pod already
@@ -258,7 +246,7 @@ async fn a_lock_change_with_the_old_leader_renewing_reports_two_leaders_until_th
     let client = admin_client().await;
     let app = PodApp::create(&ns.name, "app", 1, ELECTOR_IMAGE, json!({}));
     let timings = json!({"leaseDuration": TIMINGS.0, "renewDeadline": TIMINGS.1, "retryPeriod": TIMINGS.2});
-    apply(&ns.name, policy("app", timings.clone()));
+    apply_object(&ns.name, &policy_object("app", timings.clone()));
     // The injection rolls the Deployment once; its new Pod elects.
     wait_for("the injected configuration", SETTLE, || async {
         (!injected_env(&get_deployment(&client, &ns.name, "app").await, 0).is_empty()).then_some(())
@@ -287,7 +275,7 @@ async fn a_lock_change_with_the_old_leader_renewing_reports_two_leaders_until_th
     let mut moved = timings.clone();
     moved["lock"] = json!({"name": "app-v2"});
     moved["allowLockChange"] = json!(true);
-    apply(&ns.name, policy("app", moved));
+    apply_object(&ns.name, &policy_object("app", moved));
     let leases: Api<Lease> = Api::namespaced(client.clone(), &ns.name);
     let new_leader = wait_for("a Pod of the new template to hold app-v2", SETTLE, || async {
         let holder = leases.get_opt("app-v2").await.ok()??.spec?.holder_identity?;
@@ -347,8 +335,8 @@ async fn a_lock_change_is_refused_at_apply_unless_allowed_or_the_policy_does_not
 
     // Injecting (Env, the default): refused, with a message that says why and names the
     // opt-in; the stored lock is unchanged.
-    apply(&ns.name, policy("guarded", json!({})));
-    let refused = try_apply(policy("guarded", json!({"lock": {"name": "guarded-v2"}})));
+    apply_object(&ns.name, &policy_object("guarded", json!({})));
+    let refused = try_apply(policy_object("guarded", json!({"lock": {"name": "guarded-v2"}})));
     let stderr = String::from_utf8_lossy(&refused.stderr);
     assert!(!refused.status.success(), "a lock change was accepted without allowLockChange");
     assert!(stderr.contains("spec.lock changed on a policy that injects"), "{stderr}");
@@ -357,17 +345,21 @@ async fn a_lock_change_is_refused_at_apply_unless_allowed_or_the_policy_does_not
     assert_eq!(stored_lock("guarded").await, "guarded");
 
     // Args injects too.
-    apply(&ns.name, policy("flagged", json!({"injection": {"mode": "Args"}})));
-    let refused = try_apply(policy("flagged", json!({"injection": {"mode": "Args"}, "lock": {"name": "flagged-v2"}})));
+    apply_object(&ns.name, &policy_object("flagged", json!({"injection": {"mode": "Args"}})));
+    let refused =
+        try_apply(policy_object("flagged", json!({"injection": {"mode": "Args"}, "lock": {"name": "flagged-v2"}})));
     assert!(!refused.status.success(), "a lock change of an Args policy was accepted");
     assert!(String::from_utf8_lossy(&refused.stderr).contains("spec.lock changed on a policy that injects"));
 
     // With the opt-in: accepted.
-    apply(&ns.name, policy("guarded", json!({"lock": {"name": "guarded-v2"}, "allowLockChange": true})));
+    apply_object(&ns.name, &policy_object("guarded", json!({"lock": {"name": "guarded-v2"}, "allowLockChange": true})));
     assert_eq!(stored_lock("guarded").await, "guarded-v2");
 
     // Observe-only (mode None): nothing rolls, so the lock may change freely.
-    apply(&ns.name, policy("watched", json!({"injection": {"mode": "None"}})));
-    apply(&ns.name, policy("watched", json!({"injection": {"mode": "None"}, "lock": {"name": "watched-v2"}})));
+    apply_object(&ns.name, &policy_object("watched", json!({"injection": {"mode": "None"}})));
+    apply_object(
+        &ns.name,
+        &policy_object("watched", json!({"injection": {"mode": "None"}, "lock": {"name": "watched-v2"}})),
+    );
     assert_eq!(stored_lock("watched").await, "watched-v2");
 }

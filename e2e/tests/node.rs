@@ -7,28 +7,16 @@
 use std::time::{Duration, Instant};
 
 use election_e2e::{
-    Stopped, TestNamespace, admin_client, count_policy_events, get_policy, kubectl, kubectl_ok,
-    wait_control_plane_healthy, wait_for, wait_policy_event,
+    Stopped, TestNamespace, admin_client, apply_object, count_policy_events, get_policy, kubectl, kubectl_ok,
+    policy_object, wait_control_plane_healthy, wait_for, wait_policy_event,
     workloads::{ChartOperator, ELECTOR_IMAGE, PodApp, SCHEDULER_IMAGE, pod_phase},
 };
 use election_operator::api::PolicyState;
 use k8s_openapi::api::{coordination::v1::Lease, core::v1::Pod};
 use kube::{Api, Client};
-use serde_json::{Value, json};
+use serde_json::json;
 
 const SETTLE: Duration = Duration::from_secs(60);
-
-fn apply(namespace: &str, object: Value) {
-    kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&object.to_string()));
-}
-
-fn policy(name: &str, spec: Value) -> Value {
-    let mut full = json!({"selector": {"matchLabels": {"app": name}}, "lock": {"name": name}});
-    for (k, v) in spec.as_object().into_iter().flatten() {
-        full[k] = v.clone();
-    }
-    json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": name}, "spec": full})
-}
 
 /// Waits until the policy reports a leader in `state` that is a Running Pod for which
 /// `matches(leader, pod)` holds, and returns (leader, pod).
@@ -72,7 +60,10 @@ async fn lease(client: &Client, namespace: &str, name: &str) -> Option<Lease> {
 async fn elected_app(client: &Client, namespace: &str, replicas: usize, timings: [&str; 3]) -> (PodApp, String) {
     let app = PodApp::create(namespace, "app", replicas, ELECTOR_IMAGE, json!({}));
     let [lease, renew, retry] = timings;
-    apply(namespace, policy("app", json!({"leaseDuration": lease, "renewDeadline": renew, "retryPeriod": retry})));
+    apply_object(
+        namespace,
+        &policy_object("app", json!({"leaseDuration": lease, "renewDeadline": renew, "retryPeriod": retry})),
+    );
     // The injection rolls the Deployment once; its new Pods elect.
     wait_for("the injected configuration", SETTLE, || async {
         let d = election_e2e::get_deployment(client, namespace, "app").await;
@@ -210,16 +201,16 @@ async fn the_seeds_example_kube_scheduler_replicas_elect_through_an_args_policy(
     let _operator = ChartOperator::install(&client, &[]).await;
     // kube-scheduler as users deploy a second scheduler: its own profile name (so it never
     // competes with the cluster's scheduler for Pods), in-cluster config, the system roles.
-    apply(
+    apply_object(
         &ns.name,
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "scheduler-config"},
+        &json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "scheduler-config"},
         "data": {"config.yaml": "apiVersion: kubescheduler.config.k8s.io/v1\nkind: KubeSchedulerConfiguration\nprofiles:\n- schedulerName: seed-scheduler\n"}}),
     );
     for role in ["system:kube-scheduler", "system:volume-scheduler"] {
         let binding = format!("{}-{}", ns.name, role.replace(':', "-"));
-        apply(
+        apply_object(
             &ns.name,
-            json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+            &json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
             "metadata": {"name": binding},
             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
             "subjects": [{"kind": "ServiceAccount", "name": "scheduler", "namespace": ns.name}]}),
@@ -236,9 +227,9 @@ async fn the_seeds_example_kube_scheduler_replicas_elect_through_an_args_policy(
         }),
         json!({"volumes": [{"name": "config", "configMap": {"name": "scheduler-config"}}]}),
     );
-    apply(
+    apply_object(
         &ns.name,
-        policy(
+        &policy_object(
             "scheduler",
             json!({
                 "lock": {"name": "seed-scheduler"},
