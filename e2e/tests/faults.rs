@@ -411,7 +411,8 @@ async fn a_namespace_neither_reaches_nor_learns_about_another() {
         condition(p, "ConfigInjected").is_some_and(|c| c.1 == "InvalidPolicy")
     })
     .await;
-    // Pointed at its own namespace, it still finds nothing of B's.
+    // Pointed at its own namespace, it still finds nothing of B's. A lock change on a policy
+    // that would inject is refused at apply unless intended (allowLockChange).
     kubectl_ok(
         &[
             "-n",
@@ -421,7 +422,7 @@ async fn a_namespace_neither_reaches_nor_learns_about_another() {
             "greedy",
             "--type=json",
             "-p",
-            r#"[{"op":"remove","path":"/spec/lock/namespace"}]"#,
+            r#"[{"op":"remove","path":"/spec/lock/namespace"},{"op":"add","path":"/spec/allowLockChange","value":true}]"#,
         ],
         None,
     );
