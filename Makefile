@@ -18,7 +18,7 @@ demo-stop: ## Stop the demo and the local control plane
 	e2e/cluster down
 
 .PHONY: test
-test: check-free lint unit e2e ## Everything CI runs: lint, unit tests, e2e tests on the real control plane
+test: check-free lint rules unit e2e ## Everything CI runs: lint, rule tests, unit tests, e2e tests on the real control plane
 
 # Stops make test at once, before minutes of lint and build, while the demo holds the cluster.
 .PHONY: check-free
@@ -30,9 +30,13 @@ lint: ## cargo fmt --check, clippy -D warnings, helm lint
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 	e2e/bin/helm lint --strict charts/election-operator
-	e2e/bin/helm lint --strict charts/election-operator --set prometheusRule.enabled=true,metrics.serviceMonitor.enabled=true,legacyLocks.enabled=true,leaderPodLabel.enabled=true
+	e2e/bin/helm lint --strict charts/election-operator --set prometheusRule.enabled=true,metrics.serviceMonitor.enabled=true,legacyLocks.enabled=true,leaderPodLabel.enabled=true,grafanaDashboard.enabled=true
 	@# Renders without --kube-version: e2e/bin/helm assumes the Kubernetes its client-go is for.
 	e2e/bin/helm template election-operator charts/election-operator >/dev/null
+
+.PHONY: rules
+rules: ## promtool check and unit tests of the chart's alert rules (Prometheus built from its Go module)
+	e2e/check-rules
 
 .PHONY: unit
 unit: ## Unit tests of the operator (no cluster needed)
