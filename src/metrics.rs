@@ -19,7 +19,7 @@ use prometheus_client::{
         MetricType,
         counter::{ConstCounter, Counter},
         family::Family,
-        gauge::ConstGauge,
+        gauge::{ConstGauge, Gauge},
         histogram::Histogram,
     },
     registry::Registry,
@@ -73,6 +73,7 @@ struct Inner {
     events: Family<ReasonLabels, Counter>,
     lock_events: Family<ResourceLabels, Counter>,
     status_writes: Counter,
+    leading: Gauge,
     failovers: Family<PolicyLabels, Histogram, fn() -> Histogram>,
     policies: Arc<PolicyCollector>,
 }
@@ -125,6 +126,12 @@ impl Metrics {
         );
         let status_writes = Counter::default();
         registry.register("status_writes", "ElectionPolicy status writes", status_writes.clone());
+        let leading = Gauge::default();
+        registry.register(
+            "operator_leading",
+            "1 on the operator replica that leads (and exports the per-policy series), 0 on a standby",
+            leading.clone(),
+        );
         let failovers: Family<PolicyLabels, Histogram, fn() -> Histogram> =
             Family::new_with_constructor(failover_histogram);
         registry.register(
@@ -147,6 +154,7 @@ impl Metrics {
                 events,
                 lock_events,
                 status_writes,
+                leading,
                 failovers,
                 policies,
             }),
@@ -190,6 +198,12 @@ impl Metrics {
 
     pub fn status_written(&self) {
         self.inner.status_writes.inc();
+    }
+
+    /// Whether this replica leads: set by the operator's own leader election (always 1
+    /// without it).
+    pub fn set_leading(&self, leading: bool) {
+        self.inner.leading.set(i64::from(leading));
     }
 
     pub fn status_writes(&self) -> u64 {
@@ -540,6 +554,9 @@ election_reconcile_duration_seconds_bucket{le="+Inf"} 0
 # HELP election_status_writes ElectionPolicy status writes.
 # TYPE election_status_writes counter
 election_status_writes_total 0
+# HELP election_operator_leading 1 on the operator replica that leads (and exports the per-policy series), 0 on a standby.
+# TYPE election_operator_leading gauge
+election_operator_leading 0
 # HELP election_failover_seconds Seconds without a leader at each leader change the operator observed (from the previous holder's last renewal or release to the new holder).
 # TYPE election_failover_seconds histogram
 election_failover_seconds_sum{namespace="apps",policy="web"} 4.2

@@ -97,6 +97,10 @@ pub async fn run(
         });
     }
 
+    if settings.election.is_none() {
+        // The only replica acts, as a leader would.
+        metrics.set_leading(true);
+    }
     let labeler = LockLabeler::new(client.clone(), metrics.clone());
     let publisher = EventPublisher::new(client.clone(), settings.identity.clone(), metrics.clone());
     let (observer, observer_inbox) = inbox();

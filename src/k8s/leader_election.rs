@@ -57,12 +57,14 @@ pub async fn run(
             (true, false) => {
                 info!(identity = elector.identity(), "became leader");
                 leading.send_replace(true);
+                metrics.set_leading(true);
                 last_renewal = Some(now);
             }
             (true, true) => last_renewal = Some(now),
             (false, true) if last_renewal.is_some_and(|t| now.duration_since(t) >= timings.renew_deadline) => {
                 warn!(identity = elector.identity(), "could not renew the lease within renewDeadline; leadership lost");
                 leading.send_replace(false);
+                metrics.set_leading(false);
                 return;
             }
             _ => {}
@@ -75,6 +77,7 @@ pub async fn run(
             _ = shutdown.changed() => {
                 if *leading.borrow() {
                     release(&api, &location.name, &elector, &metrics).await;
+                    metrics.set_leading(false);
                 }
                 return;
             }
