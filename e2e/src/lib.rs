@@ -15,6 +15,7 @@ pub mod operator;
 pub mod operator_logs;
 pub mod policy;
 pub mod process;
+pub mod prometheus;
 pub mod rbac;
 pub mod waits;
 pub mod workloads;
