@@ -13,7 +13,10 @@
 //   - the operator's RSS (steady, and peak during the initial list), CPU seconds per
 //     minute with and without the noise, the API requests it makes per second (from the
 //     API server's audit log), and its status writes per plain renewal;
-//   - RSS and CPU of kube-state-metrics --resources=leases over the same window.
+//   - RSS and CPU of kube-state-metrics --resources=leases over the same window;
+//   - alert latency (with --prometheus): from the deadline to the firing alert, for the
+//     chart's ElectionLeaseStale and for the rule users write on kube-state-metrics, both
+//     evaluated by the same Prometheus (alerts.go).
 //
 // It prints a Markdown table; every number comes from this run.
 package main
@@ -67,6 +70,7 @@ var policyGVR = schema.GroupVersionResource{Group: "election.dev", Version: "v1a
 
 type options struct {
 	kubeconfig, operatorBinary, ksmBinary, auditLog, out, watchLeases string
+	prometheusBinary, rulesFile                                       string
 	policies, noise, transitions, stale                               int
 	steady                                                            time.Duration
 }
@@ -76,6 +80,8 @@ func main() {
 	flag.StringVar(&o.kubeconfig, "kubeconfig", os.Getenv("KUBECONFIG"), "admin kubeconfig")
 	flag.StringVar(&o.operatorBinary, "operator", "target/release/election-operator", "operator binary")
 	flag.StringVar(&o.ksmBinary, "kube-state-metrics", "", "kube-state-metrics binary (empty: skip the comparison)")
+	flag.StringVar(&o.prometheusBinary, "prometheus", "", "Prometheus binary (empty: skip the alert latency)")
+	flag.StringVar(&o.rulesFile, "rules", "", "the chart's alert rules as a Prometheus rule file (e2e/bin/render-rules)")
 	flag.StringVar(&o.auditLog, "audit-log", "e2e/.cluster/logs/audit.log", "the API server's audit log")
 	flag.StringVar(&o.out, "out", "", "append the Markdown table to this file too")
 	flag.IntVar(&o.policies, "policies", 100, "N: policies, each with a Lease renewed every 2s")
@@ -281,6 +287,20 @@ func start(name, binary string, env []string, args ...string) (*process, error) 
 	return &process{cmd: cmd, name: name}, cmd.Start()
 }
 
+const ksmMetricsPort = 18480
+
+// startKSM runs kube-state-metrics on Leases, as users run it for leader election, and
+// waits until it serves metrics.
+func startKSM(o options) (*process, error) {
+	ksm, err := start("kube-state-metrics", o.ksmBinary, nil, "--kubeconfig="+o.kubeconfig, "--resources=leases",
+		fmt.Sprintf("--port=%d", ksmMetricsPort), "--telemetry-port=18481", "--host=127.0.0.1", "--telemetry-host=127.0.0.1")
+	if err != nil {
+		return nil, err
+	}
+	waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/metrics", ksmMetricsPort), time.Minute)
+	return ksm, nil
+}
+
 func (p *process) stop() {
 	_ = p.cmd.Process.Kill()
 	_, _ = p.cmd.Process.Wait()
@@ -401,6 +421,9 @@ type result struct {
 	ksmRSS, ksmPeak, ksmCPU                     float64
 	ksm                                         bool
 	transitionsMissed, staleMissed, renewErrors int64
+	alerts                                      bool
+	alertOurs, alertKSM                         []time.Duration
+	alertOursMissed, alertKSMMissed             int
 }
 
 func run(o options) error {
@@ -474,13 +497,10 @@ func run(o options) error {
 
 	var ksm *process
 	if r.ksm {
-		ksm, err = start("kube-state-metrics", o.ksmBinary, nil, "--kubeconfig="+o.kubeconfig, "--resources=leases",
-			"--port=18480", "--telemetry-port=18481", "--host=127.0.0.1", "--telemetry-host=127.0.0.1")
-		if err != nil {
+		if ksm, err = startKSM(o); err != nil {
 			return err
 		}
-		defer ksm.stop()
-		waitHTTP("http://127.0.0.1:18480/metrics", time.Minute)
+		defer func() { ksm.stop() }()
 		_, r.ksmPeak = ksm.memory()
 	}
 
@@ -526,7 +546,6 @@ func run(o options) error {
 		r.ksmCPU = (ksm.cpu() - ksmCPU0) / minutes
 		r.ksmRSS, r.ksmPeak = ksm.memory()
 		ksm.stop()
-		ksm = nil
 	}
 
 	logf("steady state without noise: %s", o.steady)
@@ -571,6 +590,29 @@ func run(o options) error {
 		}
 	}
 
+	// Alert latency: Prometheus (and kube-state-metrics again) only now, so that neither
+	// weighs on the windows above.
+	var prom *prometheus
+	if o.prometheusBinary != "" {
+		ksmPort := 0
+		if r.ksm {
+			if ksm, err = startKSM(o); err != nil {
+				return err
+			}
+			ksmPort = ksmMetricsPort
+		}
+		if prom, err = startPrometheus(o.prometheusBinary, o.rulesFile, 18490, metricsPort, ksmPort); err != nil {
+			return err
+		}
+		defer prom.process.stop()
+		targets := 1 + min(ksmPort, 1)
+		for deadline := time.Now().Add(time.Minute); !prom.scraped(targets); time.Sleep(time.Second) {
+			if time.Now().After(deadline) {
+				return fmt.Errorf("prometheus did not scrape its %d targets within a minute", targets)
+			}
+		}
+	}
+
 	logf("letting %d leases go stale", o.stale)
 	staleNames := names[len(transitions):min(len(transitions)+o.stale, len(names))]
 	deadlines := map[string]time.Time{}
@@ -588,6 +630,16 @@ func run(o options) error {
 			r.stale = append(r.stale, t.Sub(deadline))
 		} else {
 			r.staleMissed++
+		}
+	}
+	if prom != nil {
+		// Both rules fire at the first evaluation after the data shows the deadline passed:
+		// at most a scrape and an evaluation interval after it, with margin.
+		wait := 2*alertInterval + 10*time.Second
+		r.alerts = true
+		r.alertOurs, r.alertOursMissed = prom.alertLatencies("ElectionLeaseStale", "policy", deadlines, wait)
+		if r.ksm {
+			r.alertKSM, r.alertKSMMissed = prom.alertLatencies("LeaseNotRenewed", "lease", deadlines, wait)
 		}
 	}
 	r.renewErrors = apps.errors.Load() + noise.errors.Load()
@@ -842,6 +894,15 @@ func (r result) markdown() string {
 		percentile(r.event, .5), percentile(r.event, .99), percentile(r.floor, .5), percentile(r.floor, .99))
 	fmt.Fprintf(&b, "| transition → status.leader seen by a watch, p50 / p99 | %s / %s | |\n", percentile(r.status, .5), percentile(r.status, .99))
 	fmt.Fprintf(&b, "| deadline → LeaseStale Event, p50 / p99 | %s / %s | |\n", percentile(r.stale, .5), percentile(r.stale, .99))
+	if r.alerts {
+		peer := "(not run)"
+		if r.ksm {
+			peer = fmt.Sprintf("kube-state-metrics rule `time() - kube_lease_renew_time > %d`: %s / %s (%d never fired)",
+				leaseSeconds, percentile(r.alertKSM, .5), percentile(r.alertKSM, .99), r.alertKSMMissed)
+		}
+		fmt.Fprintf(&b, "| deadline → firing alert (one Prometheus, scrape and evaluation every %s), p50 / p99 | ElectionLeaseStale: %s / %s (%d never fired) | %s |\n",
+			alertInterval, percentile(r.alertOurs, .5), percentile(r.alertOurs, .99), r.alertOursMissed, peer)
+	}
 	ksm := func(v float64, unit string) string {
 		if !r.ksm {
 			return "(not run)"
