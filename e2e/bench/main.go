@@ -422,6 +422,7 @@ type result struct {
 	ksm                                         bool
 	transitionsMissed, staleMissed, renewErrors int64
 	alerts                                      bool
+	onTimeAtStart                               int
 	alertOurs, alertKSM                         []time.Duration
 	alertOursMissed, alertKSMMissed             int
 }
@@ -508,11 +509,17 @@ func run(o options) error {
 	// listing) loads this 2-core machine enough that the generator falls seconds behind, and
 	// the operator rightly reports RenewalsSlow; the steady window starts once every policy
 	// is back to plain renewals, so that it measures the steady state, not the clearing.
+	// When the API server cannot take the generator's pace (N = 1000 with the node's own
+	// components on these 2 cores), renewals stay late and the operator rightly keeps
+	// reporting RenewalsSlow: the run goes on after a while, and the table says how many
+	// policies were renewing on time when the window began.
 	settleFrom := time.Now()
-	if err := waitPolicies(ctx, dyn, ns, o.policies, 5*time.Minute, true); err != nil {
-		return err
+	if err := waitPolicies(ctx, dyn, ns, o.policies, 2*time.Minute, true); err != nil {
+		logf("%v; measuring anyway", err)
+	} else {
+		logf("all renewing on time after another %s", time.Since(settleFrom).Round(time.Millisecond))
 	}
-	logf("all renewing on time after another %s", time.Since(settleFrom).Round(time.Millisecond))
+	r.onTimeAtStart = countPolicies(ctx, dyn, ns, true)
 
 	logf("steady state with noise: %s", o.steady)
 	user := fmt.Sprintf("system:serviceaccount:%s:%s", operatorNS, operatorAccount)
@@ -725,19 +732,24 @@ func waitGone(ctx context.Context, client kubernetes.Interface, ns string) {
 
 // waitPolicies waits until all count policies are Healthy and, with onTime, also free of
 // RenewalsSlow (their LeaderHealthy reason is LeaderRenewing).
+// countPolicies counts the Healthy policies (and, with onTime, whose renewals come on time).
+func countPolicies(ctx context.Context, dyn dynamic.Interface, ns string, onTime bool) int {
+	list, err := dyn.Resource(policyGVR).Namespace(ns).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return -1
+	}
+	healthy := 0
+	for _, item := range list.Items {
+		if state, _, _ := unstructured.NestedString(item.Object, "status", "state"); state == "Healthy" && (!onTime || renewing(item.Object)) {
+			healthy++
+		}
+	}
+	return healthy
+}
+
 func waitPolicies(ctx context.Context, dyn dynamic.Interface, ns string, count int, timeout time.Duration, onTime bool) error {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		list, err := dyn.Resource(policyGVR).Namespace(ns).List(ctx, metav1.ListOptions{})
-		if err != nil {
-			continue
-		}
-		healthy := 0
-		for _, item := range list.Items {
-			if state, _, _ := unstructured.NestedString(item.Object, "status", "state"); state == "Healthy" && (!onTime || renewing(item.Object)) {
-				healthy++
-			}
-		}
-		if healthy == count {
+		if countPolicies(ctx, dyn, ns, onTime) == count {
 			return nil
 		}
 	}
@@ -924,6 +936,7 @@ func (r result) markdown() string {
 		steady = strings.Join(r.steadyEvents, ", ")
 	}
 	fmt.Fprintf(&b, "| Events published in the steady window (with noise) | %s | |\n", strings.ReplaceAll(steady, "|", "/"))
+	fmt.Fprintf(&b, "| policies renewing on time (not RenewalsSlow) when the steady window began | %d / %d | |\n", r.onTimeAtStart, r.n)
 	fmt.Fprintf(&b, "| status writes per plain renewal | %.4f (%d renewals) | generator renewals acknowledged > %s after the previous one: %d |\n",
 		r.writesPerRenewal, r.renewals, slowRenewalAfter, r.lateRenewals)
 	fmt.Fprintf(&b, "| time to all policies Healthy from start | %s | |\n", r.readyIn.Round(time.Millisecond))
