@@ -612,7 +612,10 @@ func run(o options) error {
 			return err
 		}
 		defer prom.process.stop()
-		targets := 1 + min(ksmPort, 1)
+		targets := 1 // the operator
+		if ksmPort > 0 {
+			targets++
+		}
 		for deadline := time.Now().Add(time.Minute); !prom.scraped(targets); time.Sleep(time.Second) {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("prometheus did not scrape its %d targets within a minute", targets)
@@ -730,9 +733,8 @@ func waitGone(ctx context.Context, client kubernetes.Interface, ns string) {
 	}
 }
 
-// waitPolicies waits until all count policies are Healthy and, with onTime, also free of
-// RenewalsSlow (their LeaderHealthy reason is LeaderRenewing).
-// countPolicies counts the Healthy policies (and, with onTime, whose renewals come on time).
+// countPolicies counts the Healthy policies (and, with onTime, those also free of
+// RenewalsSlow: their LeaderHealthy reason is LeaderRenewing).
 func countPolicies(ctx context.Context, dyn dynamic.Interface, ns string, onTime bool) int {
 	list, err := dyn.Resource(policyGVR).Namespace(ns).List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -747,6 +749,8 @@ func countPolicies(ctx context.Context, dyn dynamic.Interface, ns string, onTime
 	return healthy
 }
 
+// waitPolicies waits until all count policies are Healthy and, with onTime, also free of
+// RenewalsSlow.
 func waitPolicies(ctx context.Context, dyn dynamic.Interface, ns string, count int, timeout time.Duration, onTime bool) error {
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
 		if countPolicies(ctx, dyn, ns, onTime) == count {
