@@ -6,9 +6,10 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use election_operator::{
+    api::LockType,
     domain::validation::{PolicyOptions, Timings, check_timings, parse_go_duration},
     http::{Readiness, parse_bind_address, serve_metrics, serve_probes},
-    k8s::leader_election::LeaseLocation,
+    k8s::{leader_election::LeaseLocation, locks},
     metrics::Metrics,
     operator::{self, Settings},
 };
@@ -86,6 +87,18 @@ struct Args {
     /// hostname with a random suffix).
     #[arg(long, env = "ELECTION_OPERATOR_IDENTITY")]
     identity: Option<String>,
+
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(clap::Subcommand, Debug)]
+enum Command {
+    /// Take the label election.dev/observed off every Lease (with --legacy-locks, also every
+    /// Endpoints and ConfigMap) that carries it, then exit. Earlier builds of the operator
+    /// labelled the locks they watched; this one only reads them. The Helm chart runs this
+    /// once on upgrade, under a role of its own.
+    RemoveObservedLabels,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -136,6 +149,9 @@ async fn operator_main(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(Command::RemoveObservedLabels) = args.command {
+        return remove_observed_labels(args.legacy_locks).await;
+    }
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let election = if args.leader_elect {
         let timings = Timings {
@@ -201,6 +217,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     // Lost leadership is an error: the process exits non-zero, and Kubernetes restarts it as
     // a standby.
     Ok(operator::run(client, settings, metrics, readiness, shutdown).await?)
+}
+
+async fn remove_observed_labels(legacy_locks: bool) -> anyhow::Result<()> {
+    let client =
+        kube::Client::try_default().await.context("finding the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
+    let mut kinds = vec![LockType::Lease];
+    if legacy_locks {
+        kinds.extend([LockType::Endpoints, LockType::ConfigMap]);
+    }
+    let removed = locks::remove_observed_labels(&client, &kinds, &Metrics::new()).await?;
+    info!(removed, "the label {} is off every lock", locks::OBSERVED_LABEL);
+    Ok(())
 }
 
 async fn shutdown_signal() {

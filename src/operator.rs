@@ -1,4 +1,4 @@
-//! Assembles the running operator from its parts: the lock watches, the observer, the
+//! Assembles the running operator from its parts: the observer (with its lock watches), the
 //! policy controller and, with --leader-elect, the election that decides which replica
 //! runs them.
 
@@ -10,7 +10,7 @@ use tracing::{error, info, warn};
 
 use crate::{
     Error, Result,
-    api::{ElectionPolicy, LockType},
+    api::ElectionPolicy,
     domain::{
         leadership::Elector,
         validation::{PolicyOptions, Timings},
@@ -21,7 +21,6 @@ use crate::{
         events::EventPublisher,
         inbox::inbox,
         leader_election::{self, LeaseLocation},
-        locks::{LockLabeler, watch_locks},
         observer::Observer,
         pods::PodIndex,
         status_code,
@@ -101,19 +100,10 @@ pub async fn run(
         // The only replica acts, as a leader would.
         metrics.set_leading(true);
     }
-    let labeler = LockLabeler::new(client.clone(), metrics.clone());
     let publisher = EventPublisher::new(client.clone(), settings.identity.clone(), metrics.clone());
     let (observer, observer_inbox) = inbox();
     let pods = PodIndex::spawn(client.clone(), observer.clone(), metrics.clone());
-    Observer::spawn(observer_inbox, client.clone(), publisher.clone(), labeler.clone(), pods, metrics.clone());
-    let mut kinds = vec![LockType::Lease];
-    if settings.options.legacy_locks {
-        kinds.extend([LockType::Endpoints, LockType::ConfigMap]);
-    }
-    let watches: Vec<_> = kinds
-        .into_iter()
-        .map(|kind| tokio::spawn(watch_locks(client.clone(), kind, observer.clone(), metrics.clone())))
-        .collect();
+    Observer::spawn((observer.clone(), observer_inbox), client.clone(), publisher.clone(), pods, metrics.clone());
 
     let stopping = tokio_util::sync::CancellationToken::new();
     {
@@ -153,7 +143,6 @@ pub async fn run(
             }
         },
     };
-    watches.iter().for_each(|w| w.abort());
     if let Some(election) = election {
         let _ = election.await;
     }

@@ -34,5 +34,5 @@ pub use policy::{
     policy_object, wait_policy, wait_policy_event,
 };
 pub use process::{free_port, http_get};
-pub use rbac::{audited_requests, rbac_denials, service_account_kubeconfig};
+pub use rbac::{audited_requests, audited_writes, rbac_denials, service_account_kubeconfig};
 pub use waits::{wait_for, wait_until};

@@ -45,6 +45,22 @@ pub fn audited_requests(username: &str) -> Vec<(String, String, String, u16)> {
         .collect()
 }
 
+/// The requests of `username` that wrote (any verb but get, list and watch) to one of
+/// `resources`, as "verb resource namespace/name".
+pub fn audited_writes(username: &str, resources: &[&str]) -> Vec<String> {
+    audit_entries(username)
+        .into_iter()
+        .filter(|entry| !["get", "list", "watch"].contains(&entry["verb"].as_str().unwrap_or_default()))
+        .filter(|entry| resources.contains(&entry["objectRef"]["resource"].as_str().unwrap_or_default()))
+        .map(|entry| {
+            let object = &entry["objectRef"];
+            let text = |value: &Value| value.as_str().unwrap_or_default().to_string();
+            let (verb, resource) = (text(&entry["verb"]), text(&object["resource"]));
+            format!("{verb} {resource} {}/{}", text(&object["namespace"]), text(&object["name"]))
+        })
+        .collect()
+}
+
 /// The requests of `username` received since `since` that RBAC refused (the audit log's
 /// authorization decision "forbid"), as "verb resource"; other 403s, such as writes into a
 /// namespace being deleted, are admission's and not counted.

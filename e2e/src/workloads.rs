@@ -73,6 +73,18 @@ impl ChartOperator {
         operator
     }
 
+    /// `helm upgrade --reuse-values --wait` of the release, with `sets` on top: returns once
+    /// the upgrade is rolled out and its hooks have run.
+    pub fn upgrade(&self, sets: &[&str]) {
+        let mut args =
+            vec!["upgrade", RELEASE, "charts/election-operator", "-n", OPERATOR_NAMESPACE, "--reuse-values", "--wait"];
+        args.extend(["--timeout", "120s"]);
+        for set in sets {
+            args.extend(["--set", set]);
+        }
+        helm_ok(&args);
+    }
+
     /// The names of the operator's Pods that run and are not being deleted.
     pub async fn pods(&self, client: &Client) -> Vec<String> {
         running_pods(client, OPERATOR_NAMESPACE, OPERATOR_SELECTOR).await

@@ -8,9 +8,9 @@ use std::{
 };
 
 use election_e2e::{
-    TestNamespace, admin_client, audited_requests, count_policy_events, get_deployment, get_policy, helm_ok,
-    injected_env, install_crd, kubectl, kubectl_ok, rbac_denials, wait_control_plane_healthy, wait_for, wait_policy,
-    wait_policy_event,
+    TestNamespace, admin_client, audited_requests, audited_writes, count_policy_events, get_deployment, get_policy,
+    helm_ok, injected_env, install_crd, kubectl, kubectl_ok, rbac_denials, wait_control_plane_healthy, wait_for,
+    wait_policy, wait_policy_event,
     workloads::{ChartOperator, ELECTOR_IMAGE, OPERATOR_NAMESPACE, PodApp, RELEASE, ensure_restricted_namespace},
 };
 use election_operator::api::PolicyState;
@@ -57,7 +57,49 @@ async fn the_chart_renders_what_the_api_server_accepts() {
         let rendered = helm_ok(&args);
         let output = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&rendered));
         assert!(output.status.success(), "values {values:?}: {}", String::from_utf8_lossy(&output.stderr));
+        // The operator reads other programs' locks and never writes them; its one write on
+        // Leases is its own election Lease, by name, in its own namespace.
+        let writes = write_grants_on_locks(&documents(&rendered));
+        assert_eq!(writes, [format!("Role {RELEASE}-leader-election: leases [create]")], "values {values:?}");
+
+        // An upgrade adds the hook that takes earlier builds' label off locks; it too must
+        // be what the API server accepts.
+        args.push("--is-upgrade");
+        let upgrade = helm_ok(&args);
+        assert!(upgrade.contains("remove-observed-labels"), "values {values:?}: no upgrade hook");
+        let output = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&upgrade));
+        assert!(output.status.success(), "values {values:?}, upgrade: {}", String::from_utf8_lossy(&output.stderr));
     }
+}
+
+/// The rules of Roles and ClusterRoles that let their holder write Leases, Endpoints or
+/// ConfigMaps, as "Kind name: resource [verbs]"; rules limited by resourceNames are not
+/// counted (they cannot reach another program's lock).
+fn write_grants_on_locks(documents: &[Value]) -> Vec<String> {
+    const WRITES: [&str; 7] = ["create", "update", "patch", "delete", "deletecollection", "*", "escalate"];
+    let mut found = Vec::new();
+    for role in documents.iter().filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role") {
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            if rule.get("resourceNames").is_some_and(|names| names.as_array().is_some_and(|n| !n.is_empty())) {
+                continue;
+            }
+            let strings = |field: &str| -> Vec<String> {
+                rule[field].as_array().into_iter().flatten().filter_map(|v| v.as_str().map(String::from)).collect()
+            };
+            let writes: Vec<String> = strings("verbs").into_iter().filter(|v| WRITES.contains(&v.as_str())).collect();
+            for resource in strings("resources") {
+                if ["leases", "endpoints", "configmaps", "*"].contains(&resource.as_str()) && !writes.is_empty() {
+                    found.push(format!(
+                        "{} {}: {resource} [{}]",
+                        role["kind"].as_str().unwrap_or_default(),
+                        role["metadata"]["name"].as_str().unwrap_or_default(),
+                        writes.join(", ")
+                    ));
+                }
+            }
+        }
+    }
+    found
 }
 
 #[tokio::test]
@@ -240,6 +282,13 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
     }
     let unused: Vec<_> = granted.difference(&used).collect();
     assert!(unused.is_empty(), "granted but never used: {unused:?}\nused: {used:?}");
+    // Other programs' locks were only read: the one lock written is the operator's own.
+    let own_lease = format!("{NAMESPACE}/{RELEASE}");
+    let lock_writes: Vec<String> = audited_writes(&username, &["leases", "endpoints", "configmaps"])
+        .into_iter()
+        .filter(|write| !write.ends_with(&format!(" leases {own_lease}")))
+        .collect();
+    assert!(lock_writes.is_empty(), "the operator wrote to locks: {lock_writes:?}");
 
     // helm uninstall leaves no operator objects behind.
     operator.uninstall();
@@ -316,4 +365,73 @@ async fn uninstalling_keeps_apps_configured_and_reinstalling_adopts_them_without
 
 fn condition_true(policy: &election_operator::api::ElectionPolicy, type_: &str) -> bool {
     election_e2e::condition(policy, type_).is_some_and(|c| c.0 == "True")
+}
+
+#[tokio::test]
+async fn upgrading_takes_the_label_of_earlier_builds_off_locks_and_keeps_no_write_access() {
+    wait_control_plane_healthy();
+    let client = admin_client().await;
+    let operator = ChartOperator::install(&client, &[]).await;
+    let ns = TestNamespace::new("upgrade");
+    // Locks as an earlier build left them (its label next to their owners' labels), and one
+    // it never labelled.
+    let owners = json!({"app": "owner"});
+    let mut labelled = owners.clone();
+    labelled["election.dev/observed"] = json!("true");
+    let lease = |name: &str, labels: &Value| {
+        json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+               "metadata": {"name": name, "labels": labels},
+               "spec": {"holderIdentity": "someone", "leaseDurationSeconds": 15}})
+    };
+    let objects = json!({"apiVersion": "v1", "kind": "List", "items": [
+        lease("labelled-lease", &labelled),
+        lease("never-labelled", &owners),
+        {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "labelled-configmap", "labels": labelled},
+         "data": {"kept": "as is"}},
+    ]});
+    kubectl_ok(&["apply", "-n", &ns.name, "-f", "-"], Some(&objects.to_string()));
+    let version_of = |name: &str| {
+        kubectl_ok(&["get", "-n", &ns.name, "lease", name, "-o", "jsonpath={.metadata.resourceVersion}"], None)
+    };
+    let untouched_version = version_of("never-labelled");
+
+    operator.upgrade(&[]);
+
+    for (kind, name) in [("lease", "labelled-lease"), ("configmap", "labelled-configmap"), ("lease", "never-labelled")]
+    {
+        let labels: Value = serde_json::from_str(&kubectl_ok(
+            &["get", "-n", &ns.name, kind, name, "-o", "jsonpath={.metadata.labels}"],
+            None,
+        ))
+        .unwrap();
+        assert_eq!(labels, owners, "{kind} {name}");
+    }
+    assert_eq!(version_of("never-labelled"), untouched_version, "a lock without the label was written");
+    let configmap_data =
+        kubectl_ok(&["get", "-n", &ns.name, "configmap", "labelled-configmap", "-o", "jsonpath={.data}"], None);
+    assert_eq!(configmap_data, r#"{"kept":"as is"}"#);
+
+    // The writes came from the hook's own account, and only to the labelled objects.
+    let hook = format!("{RELEASE}-remove-observed-labels");
+    let mut writes: Vec<String> =
+        audited_writes(&format!("system:serviceaccount:{NAMESPACE}:{hook}"), &["leases", "configmaps"])
+            .into_iter()
+            .filter(|write| write.contains(&format!(" {}/", ns.name)))
+            .collect();
+    writes.sort();
+    let expected = [
+        format!("patch configmaps {}/labelled-configmap", ns.name),
+        format!("patch leases {}/labelled-lease", ns.name),
+    ];
+    assert_eq!(writes, expected);
+
+    // And that account, its role and the Job are gone: nothing holds a write on locks.
+    wait_for("the upgrade hook's objects to be deleted", SETTLE, || async {
+        let left = kubectl_ok(&["get", "serviceaccounts,jobs", "-n", NAMESPACE, "-o", "name"], None)
+            + &kubectl_ok(&["get", "clusterroles,clusterrolebindings", "-o", "name"], None);
+        let left: Vec<&str> = left.lines().filter(|l| l.ends_with(&format!("/{hook}"))).collect();
+        left.is_empty().then_some(())
+    })
+    .await;
+    operator.uninstall();
 }

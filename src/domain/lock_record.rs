@@ -39,6 +39,26 @@ impl LockKey {
     pub fn resource(&self) -> &'static str {
         resource_name(self.type_)
     }
+
+    /// The watch that sees this lock.
+    pub fn scope(&self) -> LockScope {
+        LockScope { type_: self.type_, namespace: self.namespace.clone() }
+    }
+}
+
+/// What one lock watch covers: one kind of lock in one namespace. Locks are watched per
+/// namespace that policies point at, so the operator's cost follows its policies rather
+/// than the number of Leases in the cluster, without writing to anyone's lock.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct LockScope {
+    pub type_: LockType,
+    pub namespace: String,
+}
+
+impl fmt::Display for LockScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", resource_name(self.type_), self.namespace)
+    }
 }
 
 /// client-go's resourcelock name for a lock type (`leases`, `endpoints`, `configmaps`).

@@ -15,7 +15,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::Selector;
 
 use crate::{
-    api::{ElectionPolicyStatus, LeaderChange, LockType, PolicyState},
+    api::{ElectionPolicyStatus, LeaderChange, PolicyState},
     domain::{
         holder::{HolderCheck, HolderPod, holder_not_found_message},
         lock_record::{LockContent, LockKey},
@@ -72,8 +72,8 @@ pub trait ClusterView {
     /// The lock as its watch shows it (`Absent` when it is not there); `None` until the
     /// watch of its kind has listed, when a missing lock only means "not seen yet".
     fn lock(&self, lock: &LockKey) -> Option<LockContent>;
-    /// Whether the watch of this kind of lock has listed.
-    fn lock_kind_listed(&self, kind: LockType) -> bool;
+    /// Whether the watch that sees this lock has listed.
+    fn lock_listed(&self, lock: &LockKey) -> bool;
     /// Whether the Pods have been listed.
     fn pods_listed(&self) -> bool;
     /// The Pod, among those `selectors` select in `namespace`, that `holder` names; `None`
@@ -374,12 +374,9 @@ impl PolicyTracker {
     /// in force.
     fn refresh(&mut self, view: &impl ClusterView, now: Moment, actions: &mut Vec<Action>) -> Option<(String, String)> {
         // What a status says of the holder's Pod needs the Pods listed, too.
-        let waiting_for_first_look = self
-            .observation
-            .as_ref()
-            .and(self.report.lock.as_ref())
-            .is_some_and(|lock| !view.lock_kind_listed(lock.type_))
-            || (!self.pod_selectors.is_empty() && !view.pods_listed());
+        let waiting_for_first_look =
+            self.observation.as_ref().and(self.report.lock.as_ref()).is_some_and(|lock| !view.lock_listed(lock))
+                || (!self.pod_selectors.is_empty() && !view.pods_listed());
         self.retire_previous_lock(view, actions);
         let concurrent = self.concurrent_leaders();
         if let Some(news) = concurrent.as_ref().filter(|c| self.concurrent.as_ref() != Some(*c)) {
@@ -533,7 +530,7 @@ mod tests {
 
     use super::*;
     use crate::{
-        api::PolicyState,
+        api::{LockType, PolicyState},
         domain::{holder::holder_is_pod, lock_record::LeaderElectionRecord, notices::Severity, status::ConfigOutcome},
     };
 
@@ -550,7 +547,7 @@ mod tests {
         fn lock(&self, lock: &LockKey) -> Option<LockContent> {
             Some(self.locks.as_ref()?.get(lock).cloned().unwrap_or(LockContent::Absent))
         }
-        fn lock_kind_listed(&self, _: LockType) -> bool {
+        fn lock_listed(&self, _: &LockKey) -> bool {
             self.locks.is_some()
         }
         fn pods_listed(&self) -> bool {

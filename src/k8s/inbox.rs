@@ -6,14 +6,11 @@ use std::time::Instant;
 
 use tokio::sync::mpsc;
 
-use crate::{
-    api::LockType,
-    domain::{
-        lock_record::{LockContent, LockKey},
-        observation::Moment,
-        policy_key::PolicyKey,
-        tracking::Registration,
-    },
+use crate::domain::{
+    lock_record::{LockContent, LockKey, LockScope},
+    observation::Moment,
+    policy_key::PolicyKey,
+    tracking::Registration,
 };
 
 /// How many messages may wait; the feeders wait when it is full.
@@ -26,11 +23,27 @@ pub enum LockEvent {
     /// its delivery, not from when the observer got to it.
     Applied(LockKey, LockContent, Moment),
     Deleted(LockKey, Moment),
-    /// The watch for this kind broke; it will list again.
-    Blind(LockType),
-    /// A complete list of the watched locks of this kind.
-    Listed(LockType, Vec<(LockKey, LockContent)>, Moment),
+    /// The watch of this scope broke; it will list again.
+    Blind(LockScope),
+    /// A complete list of the locks in this scope.
+    Listed(LockScope, Vec<(LockKey, LockContent)>, Moment),
 }
+
+impl LockEvent {
+    /// The scope whose watch sent the event.
+    pub fn scope(&self) -> LockScope {
+        match self {
+            LockEvent::Applied(lock, ..) | LockEvent::Deleted(lock, _) => lock.scope(),
+            LockEvent::Blind(scope) | LockEvent::Listed(scope, ..) => scope.clone(),
+        }
+    }
+}
+
+/// Which run of a scope's watch sent an event. A scope watched again after its watch
+/// stopped gets a new run, so events still queued from the stopped one are told apart
+/// and ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WatchRun(pub u64);
 
 /// One message to the observer.
 #[derive(Debug)]
@@ -40,7 +53,7 @@ pub enum Message {
     /// Forget every policy not in this list that registered before the list was begun:
     /// one registered since may have been created after the list was taken.
     Retain(Vec<PolicyKey>, Instant),
-    Lock(LockEvent),
+    Lock(WatchRun, LockEvent),
     /// A Pod in this namespace appeared, changed or went; `None`: the Pods were (re)listed,
     /// any namespace may have changed.
     PodsChanged(Option<String>),
@@ -75,8 +88,8 @@ impl ObserverHandle {
         self.send(Message::Retain(policies, listed_at)).await;
     }
 
-    pub async fn lock_event(&self, event: LockEvent) {
-        self.send(Message::Lock(event)).await;
+    pub async fn lock_event(&self, run: WatchRun, event: LockEvent) {
+        self.send(Message::Lock(run, event)).await;
     }
 
     pub async fn pods_changed(&self, namespace: Option<String>) {

@@ -1,11 +1,12 @@
-//! Watching the locks that policies name, and nothing else.
+//! Watching the locks that policies name, read-only.
 //!
-//! A cluster holds many Leases the operator has no business with (every node renews one
-//! every 10 s), so watching all of them would make its cost grow with the cluster instead of
-//! with its policies. Instead each named lock gets the label [`OBSERVED_LABEL`] and the
-//! watches select on it. client-go keeps labels when it updates a lock, so the label stays;
-//! a lock that does not exist yet is looked for every half second and labelled once it does
-//! (the observer's probe, `ABSENT_LOCK_PROBE_INTERVAL`).
+//! The locks belong to other programs, so the operator only reads them: it needs `list`
+//! and `watch`, never a write (a tool that watches leader election must not be able to take
+//! it over). A cluster holds many Leases the operator has no business with (every node
+//! renews one every 10 s, in `kube-node-lease`), so the watches are per namespace that a
+//! watched lock is in ([`LockScope`]): the cost follows the policies, not the cluster. Each
+//! watch sees the other locks of its namespace too; the observer routes only the ones
+//! policies name. A lock that does not exist yet is seen the moment it is created.
 //!
 //! Leases are read as untyped JSON: the typed Lease rejects times that Go accepts (the last
 //! day of year 9999), and one such object must not stop the watch of every other lock.
@@ -16,7 +17,7 @@
 //! the observer is told it is blind. kube-runtime's watcher would otherwise resume from the
 //! last resourceVersion and, for a lock that does not change, never say it is seeing again.
 
-use std::{collections::HashSet, sync::Arc};
+use std::collections::{HashMap, HashSet};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::{
@@ -24,60 +25,126 @@ use k8s_openapi::api::{
     core::v1::{ConfigMap, Endpoints},
 };
 use kube::{
-    Api, Client, Resource, ResourceExt,
-    api::{ApiResource, DynamicObject, PartialObjectMeta, Patch, PatchParams},
+    Api, Client, Resource,
+    api::{ApiResource, DynamicObject, ListParams, PartialObjectMeta, Patch, PatchParams},
     runtime::{
         utils::Backoff,
         watcher::{self, Event, watcher},
     },
 };
 use serde_json::json;
-use tokio::sync::Semaphore;
+use tokio::task::JoinHandle;
 use tracing::{debug, info, warn};
 
 use crate::{
     api::LockType,
     domain::{
-        lock_record::{LockContent, LockKey, from_annotations, from_lease_spec},
+        lock_record::{LockContent, LockKey, LockScope, from_annotations, from_lease_spec},
         observation::Moment,
     },
     k8s::{
         WatchBackoff, api_call,
-        inbox::{LockEvent, ObserverHandle},
-        status_code,
+        inbox::{LockEvent, ObserverHandle, WatchRun},
     },
     metrics::Metrics,
 };
 
-/// Marks a lock object as watched by election-operator.
+/// The label that operator versions before 0.3 put on each lock they watched, so their
+/// watches could select on it. This version only reads locks; [`remove_observed_labels`]
+/// takes the label off again when the chart is upgraded.
 pub const OBSERVED_LABEL: &str = "election.dev/observed";
 
-/// Watches one kind of lock forever, feeding the observer.
-pub async fn watch_locks(client: Client, kind: LockType, observer: ObserverHandle, metrics: Metrics) {
-    let config = watcher::Config::default().labels(&format!("{OBSERVED_LABEL}=true"));
+/// The running lock watches, one per scope that holds a watched lock. The observer owns it
+/// and tells it which locks it routes; a scope's watch starts with its first lock and stops
+/// with its last.
+pub struct LockWatches {
+    client: Client,
+    observer: ObserverHandle,
+    metrics: Metrics,
+    next_run: u64,
+    running: HashMap<LockScope, Running>,
+}
+
+struct Running {
+    run: WatchRun,
+    /// Names of the watched locks in the scope.
+    locks: HashSet<String>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl LockWatches {
+    pub fn new(client: Client, observer: ObserverHandle, metrics: Metrics) -> Self {
+        LockWatches { client, observer, metrics, next_run: 0, running: HashMap::new() }
+    }
+
+    /// Watches `lock`, starting its scope's watch if it is the first lock there.
+    pub fn add(&mut self, lock: &LockKey) {
+        let scope = lock.scope();
+        let running = self.running.entry(scope.clone()).or_insert_with(|| {
+            self.next_run += 1;
+            let run = WatchRun(self.next_run);
+            debug!(%scope, "starting lock watch");
+            let task =
+                tokio::spawn(watch_scope(self.client.clone(), scope, run, self.observer.clone(), self.metrics.clone()));
+            Running { run, locks: HashSet::new(), task }
+        });
+        running.locks.insert(lock.name.clone());
+    }
+
+    /// Stops watching `lock`; returns its scope when that was the scope's last lock and its
+    /// watch stopped.
+    pub fn remove(&mut self, lock: &LockKey) -> Option<LockScope> {
+        let scope = lock.scope();
+        let running = self.running.get_mut(&scope)?;
+        running.locks.remove(&lock.name);
+        if !running.locks.is_empty() {
+            return None;
+        }
+        debug!(%scope, "stopping lock watch");
+        self.running.remove(&scope);
+        Some(scope)
+    }
+
+    /// Whether `run` is the current watch of `scope` (its events count).
+    pub fn is_current(&self, scope: &LockScope, run: WatchRun) -> bool {
+        self.running.get(scope).is_some_and(|running| running.run == run)
+    }
+}
+
+/// Watches one scope until aborted, feeding the observer.
+async fn watch_scope(client: Client, scope: LockScope, run: WatchRun, observer: ObserverHandle, metrics: Metrics) {
+    let config = watcher::Config::default();
+    let namespace = scope.namespace.as_str();
     let mut backoff = WatchBackoff::new();
     loop {
-        let outcome = match kind {
+        let outcome = match scope.type_ {
             LockType::Lease => {
-                let api: Api<DynamicObject> = Api::all_with(client.clone(), &ApiResource::erase::<Lease>(&()));
-                follow(watcher(api, config.clone()), kind, &observer, &metrics, &mut backoff, |o: &DynamicObject| {
-                    from_lease_spec(o.data.get("spec"))
-                })
-                .await
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<Lease>(&()));
+                let content = |o: &DynamicObject| from_lease_spec(o.data.get("spec"));
+                follow(watcher(api, config.clone()), &scope, run, &observer, &metrics, &mut backoff, content).await
             }
             LockType::Endpoints => {
-                let api: Api<PartialObjectMeta<Endpoints>> = Api::all(client.clone());
-                follow(watcher(api, config.clone()), kind, &observer, &metrics, &mut backoff, annotations_content).await
+                let api: Api<PartialObjectMeta<Endpoints>> = Api::namespaced(client.clone(), namespace);
+                let stream = watcher(api, config.clone());
+                follow(stream, &scope, run, &observer, &metrics, &mut backoff, annotations_content).await
             }
             LockType::ConfigMap => {
-                let api: Api<PartialObjectMeta<ConfigMap>> = Api::all(client.clone());
-                follow(watcher(api, config.clone()), kind, &observer, &metrics, &mut backoff, annotations_content).await
+                let api: Api<PartialObjectMeta<ConfigMap>> = Api::namespaced(client.clone(), namespace);
+                let stream = watcher(api, config.clone());
+                follow(stream, &scope, run, &observer, &metrics, &mut backoff, annotations_content).await
             }
         };
-        metrics.watch_restarted(resource(kind));
-        observer.lock_event(LockEvent::Blind(kind)).await;
+        metrics.watch_restarted(resource(scope.type_));
+        observer.lock_event(run, LockEvent::Blind(scope.clone())).await;
         let delay = backoff.next().unwrap_or_default();
-        warn!(kind = ?kind, error = %outcome, retry_in = ?delay, "lock watch failed; listing again");
+        warn!(%scope, error = %outcome, retry_in = ?delay, "lock watch failed; listing again");
         tokio::time::sleep(delay).await;
     }
 }
@@ -89,7 +156,8 @@ fn annotations_content<K>(object: &PartialObjectMeta<K>) -> LockContent {
 /// Follows one watch stream until it fails; returns the failure.
 async fn follow<K, S>(
     stream: S,
-    kind: LockType,
+    scope: &LockScope,
+    run: WatchRun,
     observer: &ObserverHandle,
     metrics: &Metrics,
     backoff: &mut WatchBackoff,
@@ -102,26 +170,29 @@ where
     let mut stream = std::pin::pin!(stream);
     let mut listing = Vec::new();
     let key = |object: &K| LockKey {
-        type_: kind,
-        namespace: object.meta().namespace.clone().unwrap_or_default(),
+        type_: scope.type_,
+        namespace: scope.namespace.clone(),
         name: object.meta().name.clone().unwrap_or_default(),
     };
     while let Some(item) = stream.next().await {
         if matches!(item, Ok(Event::InitApply(_) | Event::Apply(_) | Event::Delete(_))) {
-            metrics.lock_event_received(resource(kind));
+            metrics.lock_event_received(resource(scope.type_));
         }
         match item {
             Ok(Event::Init) => listing.clear(),
             Ok(Event::InitApply(object)) => listing.push((key(&object), content(&object))),
             Ok(Event::InitDone) => {
-                debug!(kind = ?kind, locks = listing.len(), "locks listed");
+                debug!(%scope, locks = listing.len(), "locks listed");
                 backoff.reset();
-                observer.lock_event(LockEvent::Listed(kind, std::mem::take(&mut listing), Moment::now())).await;
+                let listed = LockEvent::Listed(scope.clone(), std::mem::take(&mut listing), Moment::now());
+                observer.lock_event(run, listed).await;
             }
             Ok(Event::Apply(object)) => {
-                observer.lock_event(LockEvent::Applied(key(&object), content(&object), Moment::now())).await
+                observer.lock_event(run, LockEvent::Applied(key(&object), content(&object), Moment::now())).await
             }
-            Ok(Event::Delete(object)) => observer.lock_event(LockEvent::Deleted(key(&object), Moment::now())).await,
+            Ok(Event::Delete(object)) => {
+                observer.lock_event(run, LockEvent::Deleted(key(&object), Moment::now())).await
+            }
             Err(error) => return error,
         }
     }
@@ -133,96 +204,51 @@ fn resource(kind: LockType) -> &'static str {
     crate::domain::lock_record::resource_name(kind)
 }
 
-/// Adds and removes [`OBSERVED_LABEL`] on lock objects.
-#[derive(Clone)]
-pub struct LockLabeler {
-    client: Client,
-    metrics: Metrics,
-    /// Bounds the background labelling, so a thousand new locks cannot flood the API.
-    probes: Arc<Semaphore>,
-    /// Locks being labelled (or waiting for a permit), so repeated probes queue none twice.
-    queued: Arc<std::sync::Mutex<HashSet<LockKey>>>,
-}
-
-impl LockLabeler {
-    pub fn new(client: Client, metrics: Metrics) -> Self {
-        LockLabeler { client, metrics, probes: Arc::new(Semaphore::new(16)), queued: Arc::default() }
-    }
-
-    /// Labels the lock if it exists; `Ok(false)` when it does not (yet).
-    pub async fn label(&self, lock: &LockKey) -> kube::Result<bool> {
-        self.patch_label(lock, json!("true")).await
-    }
-
-    /// Removes the label, restoring the lock as it was; a missing lock is fine.
-    pub async fn unlabel(&self, lock: &LockKey) -> kube::Result<()> {
-        self.patch_label(lock, serde_json::Value::Null).await.map(|_| ())
-    }
-
-    /// Removes the label without waiting (a lock left labelled costs watch traffic, nothing
-    /// more, so a failure is only logged).
-    pub fn unlabel_in_background(&self, lock: LockKey) {
-        let labeler = self.clone();
-        tokio::spawn(async move {
-            if let Err(error) = labeler.unlabel(&lock).await {
-                warn!(%lock, %error, "could not remove the label from a lock no policy watches");
-            }
-        });
-    }
-
-    /// Labels the lock in the background, a bounded number at a time; a lock already
-    /// queued is not queued again.
-    pub fn label_in_background(&self, lock: LockKey) {
-        if !self.queued.lock().unwrap_or_else(|e| e.into_inner()).insert(lock.clone()) {
-            return;
-        }
-        let labeler = self.clone();
-        tokio::spawn(async move {
-            let permit = labeler.probes.clone().acquire_owned().await;
-            match labeler.label(&lock).await {
-                Ok(true) => info!(%lock, "lock found and labelled for watching"),
-                Ok(false) => {}
-                Err(error) => debug!(%lock, %error, "could not label lock"),
-            }
-            labeler.queued.lock().unwrap_or_else(|e| e.into_inner()).remove(&lock);
-            drop(permit);
-        });
-    }
-
-    async fn patch_label(&self, lock: &LockKey, value: serde_json::Value) -> kube::Result<bool> {
-        // A merge patch, not apply: apply would create a missing lock, and an empty Lease
-        // is a lock record nobody wrote.
-        let patch = Patch::Merge(json!({ "metadata": { "labels": { OBSERVED_LABEL: value } } }));
-        let params = PatchParams::default();
-        let result = match lock.type_ {
-            LockType::Lease => {
-                let api: Api<Lease> = Api::namespaced(self.client.clone(), &lock.namespace);
-                api_call(&self.metrics, "patch_lock_label", api.patch_metadata(&lock.name, &params, &patch))
-                    .await
-                    .map(|_| ())
-            }
-            LockType::Endpoints => {
-                let api: Api<Endpoints> = Api::namespaced(self.client.clone(), &lock.namespace);
-                api_call(&self.metrics, "patch_lock_label", api.patch_metadata(&lock.name, &params, &patch))
-                    .await
-                    .map(|_| ())
-            }
-            LockType::ConfigMap => {
-                let api: Api<ConfigMap> = Api::namespaced(self.client.clone(), &lock.namespace);
-                api_call(&self.metrics, "patch_lock_label", api.patch_metadata(&lock.name, &params, &patch))
-                    .await
-                    .map(|_| ())
-            }
+/// Takes [`OBSERVED_LABEL`] off every lock that carries it, restoring the objects of other
+/// programs as they were before an older operator labelled them. Run once on upgrade by the
+/// chart's hook Job, under a short-lived role of its own: the operator's role has no write
+/// on locks. Returns how many objects it changed.
+pub async fn remove_observed_labels(client: &Client, kinds: &[LockType], metrics: &Metrics) -> crate::Result<usize> {
+    let mut removed = 0;
+    for kind in kinds {
+        removed += match kind {
+            LockType::Lease => unlabel_all::<Lease>(client, metrics).await?,
+            LockType::Endpoints => unlabel_all::<Endpoints>(client, metrics).await?,
+            LockType::ConfigMap => unlabel_all::<ConfigMap>(client, metrics).await?,
         };
-        match result {
-            Ok(()) => Ok(true),
-            Err(error) if status_code(&error) == Some(404) => Ok(false),
-            Err(error) => Err(error),
-        }
     }
+    Ok(removed)
 }
 
-/// Whether an object carries the label (for tests and diagnostics).
-pub fn is_labelled<K: ResourceExt>(object: &K) -> bool {
-    object.labels().get(OBSERVED_LABEL).map(String::as_str) == Some("true")
+async fn unlabel_all<K>(client: &Client, metrics: &Metrics) -> crate::Result<usize>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+{
+    let all: Api<K> = Api::all(client.clone());
+    let selector = ListParams::default().labels(OBSERVED_LABEL);
+    let labelled = api_call(metrics, "list_labelled_locks", all.list_metadata(&selector)).await?;
+    // A merge patch that deletes the one key: it cannot create the object, and touches
+    // nothing else of it.
+    let patch = Patch::Merge(json!({ "metadata": { "labels": { OBSERVED_LABEL: null } } }));
+    let mut removed = 0;
+    for object in labelled.items {
+        let (Some(namespace), Some(name)) = (object.metadata.namespace.as_deref(), object.metadata.name.as_deref())
+        else {
+            continue;
+        };
+        let api: Api<K> = Api::namespaced(client.clone(), namespace);
+        match api_call(metrics, "remove_lock_label", api.patch_metadata(name, &PatchParams::default(), &patch)).await {
+            Ok(_) => {
+                info!(resource = %K::plural(&()), %namespace, %name, "removed the label {OBSERVED_LABEL}");
+                removed += 1;
+            }
+            // Deleted since the list: nothing left to restore.
+            Err(error) if super::status_code(&error) == Some(404) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(removed)
 }

@@ -10,7 +10,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
-    time::{Duration, Instant},
+    time::Instant,
 };
 
 use futures::future::poll_fn;
@@ -20,30 +20,23 @@ use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::{debug, info};
 
 use crate::{
-    api::LockType,
     domain::{
         holder::HolderPod,
-        lock_record::{LockContent, LockKey},
+        lock_record::{LockContent, LockKey, LockScope},
         notices::{Notice, Regarding},
-        observation::{Health, Moment},
+        observation::Moment,
         policy_key::PolicyKey,
         tracking::{Action, ClusterView, PolicyTracker, Registration},
     },
     k8s::{
         events::EventPublisher,
-        inbox::{Inbox, LockEvent, Message},
-        locks::LockLabeler,
+        inbox::{Inbox, LockEvent, Message, ObserverHandle},
+        locks::LockWatches,
         pods::PodIndex,
         status_writer::StatusWriter,
     },
     metrics::Metrics,
 };
-
-/// How often a registered lock that the watch has not seen is looked for (and labelled so
-/// the watch sees it from then on). A lock is absent only between a policy's creation and
-/// its app's first start, and each probe is one small PATCH answered 404, so probing often
-/// is cheap; it bounds how late the first leader of a new lock is reported.
-const ABSENT_LOCK_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
 struct Entry {
     tracker: PolicyTracker,
@@ -52,20 +45,67 @@ struct Entry {
     registered: Instant,
 }
 
+/// The locks as their watches show them, and which policy each watched lock is routed to.
+struct LockTable {
+    routes: HashMap<LockKey, PolicyKey>,
+    /// Every lock the watches see (the other locks of a watched namespace too, so that a
+    /// policy naming one of them later knows it at once).
+    seen: HashMap<LockKey, LockContent>,
+    /// Scopes whose current watch has listed: before that, a missing lock only means "not
+    /// seen yet".
+    listed: HashSet<LockScope>,
+    watches: LockWatches,
+}
+
+impl LockTable {
+    /// Routes `lock` to `policy`, watching its scope.
+    fn watch(&mut self, lock: LockKey, policy: &PolicyKey) {
+        self.watches.add(&lock);
+        self.routes.insert(lock, policy.clone());
+    }
+
+    /// Stops routing `lock` to `policy`, and stops its scope's watch when no other lock
+    /// there is routed. A conflicting policy never had the lock routed to it, so it cannot
+    /// take it from the policy that has.
+    fn unwatch(&mut self, policy: &PolicyKey, lock: &LockKey) {
+        if self.routes.get(lock) != Some(policy) {
+            return;
+        }
+        self.routes.remove(lock);
+        if let Some(scope) = self.watches.remove(lock) {
+            self.forget(&scope);
+        }
+    }
+
+    /// Drops what the scope's watch showed.
+    fn forget(&mut self, scope: &LockScope) {
+        self.seen.retain(|lock, _| !in_scope(lock, scope));
+        self.listed.remove(scope);
+    }
+
+    /// The routed locks in `scope`, with their policies.
+    fn routed_in(&self, scope: &LockScope) -> Vec<(LockKey, PolicyKey)> {
+        self.routes.iter().filter(|(lock, _)| in_scope(lock, scope)).map(|(l, p)| (l.clone(), p.clone())).collect()
+    }
+}
+
+fn in_scope(lock: &LockKey, scope: &LockScope) -> bool {
+    lock.type_ == scope.type_ && lock.namespace == scope.namespace
+}
+
 /// The caches a tracker reads, as the observer holds them.
 struct Caches<'a> {
-    locks: &'a HashMap<LockKey, LockContent>,
-    listed: &'a HashSet<LockType>,
+    locks: &'a LockTable,
     pods: &'a PodIndex,
 }
 
 impl ClusterView for Caches<'_> {
     fn lock(&self, lock: &LockKey) -> Option<LockContent> {
-        self.listed.contains(&lock.type_).then(|| self.locks.get(lock).cloned().unwrap_or(LockContent::Absent))
+        self.lock_listed(lock).then(|| self.locks.seen.get(lock).cloned().unwrap_or(LockContent::Absent))
     }
 
-    fn lock_kind_listed(&self, kind: LockType) -> bool {
-        self.listed.contains(&kind)
+    fn lock_listed(&self, lock: &LockKey) -> bool {
+        self.locks.listed.contains(&lock.scope())
     }
 
     fn pods_listed(&self) -> bool {
@@ -79,26 +119,21 @@ impl ClusterView for Caches<'_> {
 
 pub struct Observer {
     entries: HashMap<PolicyKey, Entry>,
-    by_lock: HashMap<LockKey, PolicyKey>,
-    locks: HashMap<LockKey, LockContent>,
-    /// Lock kinds whose watch has listed at least once: before that, a missing lock only
-    /// means "not seen yet".
-    listed: HashSet<LockType>,
+    locks: LockTable,
     timers: DelayQueue<PolicyKey>,
     status: StatusWriter,
     events: mpsc::Sender<(Regarding, Notice)>,
-    labeler: LockLabeler,
     pods: PodIndex,
     metrics: Metrics,
 }
 
 impl Observer {
-    /// Starts the observer task on `inbox`, with its status writer and Event publisher.
+    /// Starts the observer task on `inbox`, with its status writer, Event publisher and lock
+    /// watches (which feed `inbox` through `handle`).
     pub fn spawn(
-        inbox: Inbox,
+        (handle, inbox): (ObserverHandle, Inbox),
         client: Client,
         publisher: EventPublisher,
-        labeler: LockLabeler,
         pods: PodIndex,
         metrics: Metrics,
     ) {
@@ -106,13 +141,15 @@ impl Observer {
         tokio::spawn(publish_events(publisher, event_receiver));
         let observer = Observer {
             entries: HashMap::new(),
-            by_lock: HashMap::new(),
-            locks: HashMap::new(),
-            listed: HashSet::new(),
+            locks: LockTable {
+                routes: HashMap::new(),
+                seen: HashMap::new(),
+                listed: HashSet::new(),
+                watches: LockWatches::new(client.clone(), handle, metrics.clone()),
+            },
             timers: DelayQueue::new(),
             status: StatusWriter::spawn(client, metrics.clone(), 4),
             events,
-            labeler,
             pods,
             metrics,
         };
@@ -120,8 +157,6 @@ impl Observer {
     }
 
     async fn run(mut self, mut inbox: Inbox) {
-        let mut probe = tokio::time::interval(ABSENT_LOCK_PROBE_INTERVAL);
-        probe.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             // Let other tasks run between steps, however much work is queued here.
             tokio::task::consume_budget().await;
@@ -143,7 +178,11 @@ impl Observer {
                             .collect();
                         gone.iter().for_each(|policy| self.unregister(policy));
                     }
-                    Some(Message::Lock(event)) => self.lock_event(event).await,
+                    Some(Message::Lock(run, event)) => {
+                        if self.locks.watches.is_current(&event.scope(), run) {
+                            self.lock_event(event).await;
+                        }
+                    }
                     Some(Message::PodsChanged(namespace)) => {
                         let affected: Vec<PolicyKey> = self
                             .entries
@@ -163,7 +202,6 @@ impl Observer {
                     }
                     self.step(&policy, |tracker, caches, now| tracker.deadline(caches, now)).await;
                 }
-                _ = probe.tick() => self.probe_absent_locks(),
             }
         }
     }
@@ -185,7 +223,7 @@ impl Observer {
                 self.timers.remove(&timer);
             }
             for lock in entry.tracker.watched_locks() {
-                unwatch(&mut self.by_lock, &self.labeler, policy, lock);
+                self.locks.unwatch(policy, lock);
             }
         }
         self.metrics.remove_policy(policy);
@@ -194,32 +232,25 @@ impl Observer {
     async fn lock_event(&mut self, event: LockEvent) {
         match event {
             LockEvent::Applied(lock, content, at) => {
-                self.locks.insert(lock.clone(), content.clone());
+                self.locks.seen.insert(lock.clone(), content.clone());
                 self.observe_lock(&lock, content, at).await;
             }
             LockEvent::Deleted(lock, at) => {
-                self.locks.remove(&lock);
+                self.locks.seen.remove(&lock);
                 self.observe_lock(&lock, LockContent::Absent, at).await;
             }
-            LockEvent::Blind(kind) => {
-                info!(kind = ?kind, "lock watch interrupted; staleness is not judged until it lists again");
-                let affected: Vec<PolicyKey> = self
-                    .by_lock
-                    .iter()
-                    .filter(|(lock, _)| lock.type_ == kind)
-                    .map(|(_, policy)| policy.clone())
-                    .collect();
-                for policy in affected {
+            LockEvent::Blind(scope) => {
+                info!(%scope, "lock watch interrupted; staleness is not judged until it lists again");
+                for (_, policy) in self.locks.routed_in(&scope) {
                     self.step(&policy, |tracker, caches, now| tracker.blind(caches, now)).await;
                 }
             }
-            LockEvent::Listed(kind, listed, at) => {
-                self.locks.retain(|lock, _| lock.type_ != kind);
-                self.locks.extend(listed);
-                self.listed.insert(kind);
-                let watched: Vec<LockKey> = self.by_lock.keys().filter(|lock| lock.type_ == kind).cloned().collect();
-                for lock in watched {
-                    let content = self.locks.get(&lock).cloned().unwrap_or(LockContent::Absent);
+            LockEvent::Listed(scope, listed, at) => {
+                self.locks.forget(&scope);
+                self.locks.seen.extend(listed);
+                self.locks.listed.insert(scope.clone());
+                for (lock, _) in self.locks.routed_in(&scope) {
+                    let content = self.locks.seen.get(&lock).cloned().unwrap_or(LockContent::Absent);
                     self.observe_lock(&lock, content, at).await;
                 }
             }
@@ -227,7 +258,7 @@ impl Observer {
     }
 
     async fn observe_lock(&mut self, lock: &LockKey, content: LockContent, at: Moment) {
-        let Some(policy) = self.by_lock.get(lock).cloned() else { return };
+        let Some(policy) = self.locks.routes.get(lock).cloned() else { return };
         self.step(&policy, |tracker, caches, now| tracker.lock_observed(lock, content, at, caches, now)).await;
     }
 
@@ -238,17 +269,11 @@ impl Observer {
         input: impl FnOnce(&mut PolicyTracker, &Caches<'_>, Moment) -> Vec<Action>,
     ) {
         let Some(entry) = self.entries.get_mut(policy) else { return };
-        let caches = Caches { locks: &self.locks, listed: &self.listed, pods: &self.pods };
+        let caches = Caches { locks: &self.locks, pods: &self.pods };
         for action in input(&mut entry.tracker, &caches, Moment::now()) {
             match action {
-                Action::Watch(lock) => {
-                    if self.listed.contains(&lock.type_) && !self.locks.contains_key(&lock) {
-                        // Not seen by the label-selected watch: label it now, not at the next probe.
-                        self.labeler.label_in_background(lock.clone());
-                    }
-                    self.by_lock.insert(lock, policy.clone());
-                }
-                Action::Unwatch(lock) => unwatch(&mut self.by_lock, &self.labeler, policy, &lock),
+                Action::Watch(lock) => self.locks.watch(lock, policy),
+                Action::Unwatch(lock) => self.locks.unwatch(policy, &lock),
                 Action::Failover(leaderless) => self.metrics.failover(policy, leaderless),
                 Action::WriteStatus(status) => self.status.write(policy.clone(), status),
                 Action::Publish(notice) => {
@@ -265,27 +290,6 @@ impl Observer {
                 }
             }
         }
-    }
-
-    /// Labels registered locks the watch has not seen, so it sees them from now on.
-    fn probe_absent_locks(&self) {
-        for (lock, policy) in &self.by_lock {
-            let seen = self.locks.contains_key(lock);
-            let health = self.entries.get(policy).and_then(|e| e.tracker.health());
-            if !seen && self.listed.contains(&lock.type_) && !matches!(health, Some(Health::Malformed(_))) {
-                self.labeler.label_in_background(lock.clone());
-            }
-        }
-    }
-}
-
-/// Stops routing `lock` to `policy`. Only the policy watching the lock labelled it (a
-/// conflicting one never did), and only that one takes the label off again, restoring the
-/// lock as it was.
-fn unwatch(by_lock: &mut HashMap<LockKey, PolicyKey>, labeler: &LockLabeler, policy: &PolicyKey, lock: &LockKey) {
-    if by_lock.get(lock) == Some(policy) {
-        by_lock.remove(lock);
-        labeler.unlabel_in_background(lock.clone());
     }
 }
 
