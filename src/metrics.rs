@@ -121,7 +121,7 @@ impl Metrics {
         let lock_events = Family::<ResourceLabels, Counter>::default();
         registry.register(
             "lock_watch_events",
-            "Lock objects received from the lock watches (only labelled locks are watched)",
+            "Lock objects received from the lock watches (only namespaces that hold a watched lock are watched)",
             lock_events.clone(),
         );
         let status_writes = Counter::default();

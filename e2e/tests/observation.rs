@@ -263,3 +263,50 @@ async fn a_restarted_operator_reports_what_happened_while_it_was_down_once() {
     let reasons: Vec<_> = events.iter().filter_map(|e| e.reason.clone()).filter(|r| r.starts_with("Leader")).collect();
     assert_eq!(reasons, ["LeaderElected", "LeaderChanged"], "{events:?}");
 }
+
+#[tokio::test]
+async fn locks_are_watched_only_where_policies_point_and_a_new_lock_is_seen_at_once() {
+    let watched = TestNamespace::new("watched");
+    let elsewhere = TestNamespace::new("elsewhere");
+    let operator = started_operator(&[]).await;
+    let client = admin_client().await;
+    let policy = json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": "late"},
+        "spec": {"selector": {"matchLabels": {"app": "late"}}, "lock": {"name": "late"}}});
+    kubectl_ok(&["apply", "-n", &watched.name, "-f", "-"], Some(&policy.to_string()));
+    wait_policy(&client, &watched.name, "late", "Pending: no lock yet", SETTLE, |p| {
+        p.status.as_ref().is_some_and(|s| s.state == Some(PolicyState::Pending))
+    })
+    .await;
+
+    // Leases change in a namespace no policy points at, then beside the watched lock. A watch
+    // wider than the watched namespace would deliver the first ones too (a single stream
+    // would deliver them first).
+    let events = |text: &str| sample(text, r#"election_lock_watch_events_total{resource="leases"}"#).unwrap_or(0.0);
+    let before = events(&operator.metrics().await);
+    let touch = |namespace: &str, name: &str, times: usize| {
+        for i in 0..times {
+            let lease = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name},
+                "spec": {"holderIdentity": format!("other-{i}"), "leaseDurationSeconds": 15}});
+            kubectl_ok(&["apply", "-n", namespace, "-f", "-"], Some(&lease.to_string()));
+        }
+    };
+    touch(&elsewhere.name, "unrelated", 10);
+    touch(&watched.name, "neighbour", 3);
+    wait_for("the neighbour's three changes to reach the operator", SETTLE, || async {
+        (events(&operator.metrics().await) >= before + 3.0).then_some(())
+    })
+    .await;
+    assert_eq!(events(&operator.metrics().await), before + 3.0, "the operator saw Leases no policy points at");
+
+    // The policy's lock appears after the policy: seen as soon as it is written.
+    let now = Timestamp::now().strftime("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+    let lock = json!({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "late"},
+        "spec": {"holderIdentity": "late-1", "leaseDurationSeconds": 60, "acquireTime": now, "renewTime": now}});
+    let created = Instant::now();
+    kubectl_ok(&["apply", "-n", &watched.name, "-f", "-"], Some(&lock.to_string()));
+    wait_policy(&client, &watched.name, "late", "the new lock's holder, Healthy", SETTLE, |p| {
+        p.status.as_ref().is_some_and(|s| s.leader == "late-1" && s.state == Some(PolicyState::Healthy))
+    })
+    .await;
+    println!("a lock created after its policy reported in {:.2}s", created.elapsed().as_secs_f64());
+}
