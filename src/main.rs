@@ -8,7 +8,7 @@ use clap::{Parser, ValueEnum};
 use election_operator::{
     api::LockType,
     domain::validation::{PolicyOptions, Timings, check_timings, parse_go_duration},
-    http::{Readiness, parse_bind_address, serve_metrics, serve_probes},
+    http::{MetricsServing, Readiness, access::MetricsAccess, parse_bind_address, serve_metrics, serve_probes, tls},
     k8s::{leader_election::LeaseLocation, locks},
     metrics::Metrics,
     operator::{self, Settings},
@@ -27,6 +27,17 @@ struct Args {
     /// Address of the Prometheus /metrics endpoint (":8080" for all interfaces, "0" to disable).
     #[arg(long, env = "ELECTION_OPERATOR_METRICS_BIND_ADDRESS", default_value = ":8080")]
     metrics_bind_address: String,
+
+    /// Serve /metrics over HTTPS, only to callers whose bearer token passes a TokenReview and
+    /// a SubjectAccessReview for `get` on the non-resource URL /metrics (the chart's
+    /// metrics-reader ClusterRole grants it). false: plain HTTP to anyone, for local use.
+    #[arg(long, env = "ELECTION_OPERATOR_METRICS_SECURE", default_value_t = true, num_args = 0..=1, default_missing_value = "true", action = clap::ArgAction::Set)]
+    metrics_secure: bool,
+
+    /// Directory with tls.crt and tls.key for the secure metrics endpoint (default: a
+    /// self-signed certificate made at start).
+    #[arg(long, env = "ELECTION_OPERATOR_METRICS_CERT_DIR")]
+    metrics_cert_dir: Option<std::path::PathBuf>,
 
     /// Address of the /healthz and /readyz endpoints ("0" to disable).
     #[arg(long, env = "ELECTION_OPERATOR_HEALTH_PROBE_BIND_ADDRESS", default_value = ":8081")]
@@ -175,10 +186,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let metrics_address = parse_bind_address(&args.metrics_bind_address).context("--metrics-bind-address")?;
     let probe_address = parse_bind_address(&args.health_probe_bind_address).context("--health-probe-bind-address")?;
 
+    let client =
+        kube::Client::try_default().await.context("finding the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     let metrics = Metrics::new();
     let readiness = Readiness::default();
     if let Some(address) = metrics_address {
-        let listener = serve_metrics(address, metrics.clone());
+        let serving = if args.metrics_secure {
+            let tls = tls::server_config(args.metrics_cert_dir.as_deref()).context("--metrics-cert-dir")?;
+            MetricsServing::Secure { tls, access: MetricsAccess::new(client.clone(), metrics.clone()) }
+        } else {
+            MetricsServing::Open
+        };
+        let listener = serve_metrics(address, metrics.clone(), serving);
         tokio::spawn(async move { listener.await.inspect_err(|e| error!(%e, "metrics endpoint failed")) });
     }
     if let Some(address) = probe_address {
@@ -186,8 +205,6 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move { listener.await.inspect_err(|e| error!(%e, "probe endpoint failed")) });
     }
 
-    let client =
-        kube::Client::try_default().await.context("finding the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     operator::check_crd(&client).await?;
     info!(%identity, leader_elect = args.leader_elect, "election-operator starting");
 

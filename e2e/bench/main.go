@@ -484,7 +484,9 @@ func run(o options) error {
 	logf("starting the operator")
 	started := time.Now()
 	operator, err := start("operator", o.operatorBinary, []string{"KUBECONFIG=" + kubeconfig, "RUST_LOG=info"},
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", metricsPort+1000))
+		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", metricsPort+1000),
+		// Plain HTTP on loopback: the bench reads the metrics itself.
+		"--metrics-secure=false")
 	if err != nil {
 		return err
 	}

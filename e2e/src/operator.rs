@@ -37,6 +37,9 @@ impl Operator {
         let child = dies_with_parent(&mut Command::new(binary))
             .args(["--metrics-bind-address", &format!("127.0.0.1:{metrics_port}")])
             .args(["--health-probe-bind-address", &format!("127.0.0.1:{probe_port}")])
+            // Plain HTTP on loopback, for the tests' own reads; tests/metrics_access.rs runs the
+            // secure endpoint as the chart does.
+            .args(["--metrics-secure=false"])
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,election_operator=debug")

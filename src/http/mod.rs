@@ -1,6 +1,10 @@
 //! The operator's HTTP endpoints: `/metrics` on the metrics address, `/healthz` and
 //! `/readyz` on the health-probe address (kubebuilder's split, so that metrics can be
-//! exposed without exposing probes and vice versa).
+//! exposed without exposing probes and vice versa). With `--metrics-secure`, `/metrics` is
+//! served over TLS ([`tls`]) to authorized callers only ([`access`]).
+
+pub mod access;
+pub mod tls;
 
 use std::{
     net::SocketAddr,
@@ -13,12 +17,13 @@ use std::{
 use axum::{
     Router,
     extract::State,
-    http::{StatusCode, header},
-    response::IntoResponse,
+    http::{HeaderMap, StatusCode, header},
+    response::{IntoResponse, Response},
     routing::get,
 };
-use tracing::info;
+use tracing::{info, warn};
 
+use self::access::{Decision, MetricsAccess};
 use crate::{Error, Result, metrics::Metrics};
 
 /// Whether the operator is doing its job: a standby waiting for leadership is ready; a
@@ -46,9 +51,35 @@ pub fn parse_bind_address(text: &str) -> Result<Option<SocketAddr>> {
     parsed.map(Some).map_err(|reason| Error::InvalidBindAddress { address: text.to_string(), reason })
 }
 
-pub async fn serve_metrics(address: SocketAddr, metrics: Metrics) -> std::io::Result<()> {
-    let router = Router::new().route("/metrics", get(render_metrics)).with_state(metrics);
-    serve(address, router, "metrics").await
+/// How `/metrics` is served.
+pub enum MetricsServing {
+    /// Plain HTTP to anyone who can reach it (`--metrics-secure=false`, for local use).
+    Open,
+    /// HTTPS, to callers that `access` lets in.
+    Secure { tls: Arc<rustls::ServerConfig>, access: MetricsAccess },
+}
+
+#[derive(Clone)]
+struct MetricsState {
+    metrics: Metrics,
+    access: Option<MetricsAccess>,
+}
+
+pub async fn serve_metrics(address: SocketAddr, metrics: Metrics, serving: MetricsServing) -> std::io::Result<()> {
+    match serving {
+        MetricsServing::Open => {
+            let router =
+                Router::new().route("/metrics", get(render_metrics)).with_state(MetricsState { metrics, access: None });
+            serve(address, router, "metrics").await
+        }
+        MetricsServing::Secure { tls, access } => {
+            let state = MetricsState { metrics, access: Some(access) };
+            let router = Router::new().route("/metrics", get(render_metrics)).with_state(state);
+            let listener = tls::TlsListener::bind(address, tls).await?;
+            info!(address = %listener.local_addr, "serving metrics over HTTPS to authorized callers");
+            axum::serve(listener, router).await
+        }
+    }
 }
 
 pub async fn serve_probes(address: SocketAddr, readiness: Readiness) -> std::io::Result<()> {
@@ -63,8 +94,21 @@ async fn serve(address: SocketAddr, router: Router, what: &str) -> std::io::Resu
     axum::serve(listener, router).await
 }
 
-async fn render_metrics(State(metrics): State<Metrics>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], metrics.render())
+async fn render_metrics(State(state): State<MetricsState>, headers: HeaderMap) -> Response {
+    if let Some(access) = &state.access {
+        let authorization = headers.get(header::AUTHORIZATION).and_then(|value| value.to_str().ok());
+        match access.decide(authorization).await {
+            Ok(Decision::Allowed) => {}
+            Ok(Decision::Unauthenticated) => return (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response(),
+            Ok(Decision::Forbidden) => return (StatusCode::FORBIDDEN, "Forbidden\n").into_response(),
+            Err(error) => {
+                warn!(%error, "could not review a metrics caller's token");
+                return (StatusCode::INTERNAL_SERVER_ERROR, "could not review the token\n").into_response();
+            }
+        }
+    }
+    let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+    ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
 }
 
 async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {
