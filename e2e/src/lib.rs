@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod electors;
+pub mod https;
 pub mod metrics;
 pub mod namespace;
 pub mod operator;

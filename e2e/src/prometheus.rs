@@ -27,8 +27,16 @@ pub struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus on the chart's ServiceMonitor and PrometheusRule, rendered with
     /// `sets` (`--set` values, e.g. a short scrape interval), evaluating every
-    /// `evaluation_interval`; returns once it answers queries.
-    pub async fn for_chart(release: &str, namespace: &str, sets: &[&str], evaluation_interval: &str) -> Prometheus {
+    /// `evaluation_interval`; returns once it answers queries. `token` stands for
+    /// Prometheus's own ServiceAccount token, which a ServiceMonitor's `bearerTokenFile`
+    /// names in-cluster.
+    pub async fn for_chart(
+        release: &str,
+        namespace: &str,
+        sets: &[&str],
+        evaluation_interval: &str,
+        token: &str,
+    ) -> Prometheus {
         let port = free_port();
         let dir = std::env::temp_dir().join(format!("e2e-prometheus-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("a temporary folder");
@@ -42,10 +50,12 @@ impl Prometheus {
         assert!(rendered.status.success(), "render-rules: {}", String::from_utf8_lossy(&rendered.stderr));
 
         let monitor = service_monitor(release, namespace, sets);
+        let token_file = dir.join("token");
+        std::fs::write(&token_file, token).expect("token written");
         let config = serde_json::json!({
             "global": {"evaluation_interval": evaluation_interval},
             "rule_files": [rules],
-            "scrape_configs": [scrape_config(&monitor, &kubeconfig())],
+            "scrape_configs": [scrape_config(&monitor, &kubeconfig(), &token_file)],
         });
         // JSON is YAML: Prometheus reads this file as its configuration.
         let config_file = dir.join("prometheus.yml");
@@ -164,7 +174,7 @@ fn service_monitor(release: &str, namespace: &str, sets: &[&str]) -> Value {
 /// kept by the Service's labels and the port's name, with the target labels it adds
 /// (namespace, service, pod, container, endpoint; job = the Service's name) and the
 /// endpoint's honorLabels, which decides whether a scraped `namespace` label survives.
-fn scrape_config(monitor: &Value, kubeconfig: &std::path::Path) -> Value {
+fn scrape_config(monitor: &Value, kubeconfig: &std::path::Path, token_file: &std::path::Path) -> Value {
     let namespace = monitor["metadata"]["namespace"].as_str().expect("the ServiceMonitor has a namespace");
     let name = monitor["metadata"]["name"].as_str().expect("the ServiceMonitor has a name");
     let endpoint = &monitor["spec"]["endpoints"][0];
@@ -195,14 +205,22 @@ fn scrape_config(monitor: &Value, kubeconfig: &std::path::Path) -> Value {
         relabel.push(serde_json::json!({"source_labels": [source], "target_label": target}));
     }
     relabel.push(serde_json::json!({"target_label": "endpoint", "replacement": port}));
-    serde_json::json!({
+    let mut config = serde_json::json!({
         "job_name": format!("serviceMonitor/{namespace}/{name}/0"),
         "honor_labels": endpoint["honorLabels"].as_bool().unwrap_or(false),
         "scrape_interval": endpoint["interval"].as_str().unwrap_or("30s"),
         "metrics_path": endpoint["path"].as_str().unwrap_or("/metrics"),
+        "scheme": endpoint["scheme"].as_str().unwrap_or("http"),
         "kubernetes_sd_configs": [{"role": "endpoints", "kubeconfig_file": kubeconfig, "namespaces": {"names": [namespace]}}],
         "relabel_configs": relabel,
-    })
+    });
+    if let Some(skip) = endpoint["tlsConfig"]["insecureSkipVerify"].as_bool() {
+        config["tls_config"] = serde_json::json!({"insecure_skip_verify": skip});
+    }
+    if endpoint["bearerTokenFile"].is_string() {
+        config["authorization"] = serde_json::json!({"type": "Bearer", "credentials_file": token_file});
+    }
+    config
 }
 
 /// A Kubernetes label name as Prometheus's service discovery spells it in meta labels.

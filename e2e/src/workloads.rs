@@ -39,7 +39,13 @@ pub fn ensure_restricted_namespace() {
 /// local image. Uninstalled (and its Pods gone) when dropped.
 pub struct ChartOperator {
     installed: bool,
+    /// A token allowed to read /metrics (see [`METRICS_SCRAPER`]).
+    scraper_token: String,
 }
+
+/// The ServiceAccount the tests read the operator's metrics as, as a Prometheus would: bound
+/// to the chart's metrics-reader ClusterRole.
+pub const METRICS_SCRAPER: &str = "metrics-scraper";
 
 impl ChartOperator {
     /// Installs the chart (after removing any earlier release) with `sets` as `--set`
@@ -68,7 +74,18 @@ impl ChartOperator {
         helm_ok(&args);
         // A failing wait shows the release's Pods' logs from now on.
         *CHART_POD_LOGS.lock().unwrap_or_else(|e| e.into_inner()) = Some(operator_pod_logs);
-        let operator = ChartOperator { installed: true };
+        let scraper = json!({"apiVersion": "v1", "kind": "List", "items": [
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": METRICS_SCRAPER, "namespace": OPERATOR_NAMESPACE}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding", "metadata": {"name": METRICS_SCRAPER},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": format!("{RELEASE}-metrics-reader")},
+             "subjects": [{"kind": "ServiceAccount", "name": METRICS_SCRAPER, "namespace": OPERATOR_NAMESPACE}]},
+        ]});
+        kubectl_ok(&["apply", "-f", "-"], Some(&scraper.to_string()));
+        let scraper_token =
+            kubectl_ok(&["create", "token", METRICS_SCRAPER, "-n", OPERATOR_NAMESPACE, "--duration=2h"], None)
+                .trim()
+                .to_string();
+        let operator = ChartOperator { installed: true, scraper_token };
         operator.leader(client).await;
         operator
     }
@@ -100,10 +117,24 @@ impl ChartOperator {
         .await
     }
 
-    /// The /metrics text of operator Pod `pod`, through the API server's Pod proxy.
-    pub fn metrics(&self, pod: &str) -> String {
-        let path = format!("/api/v1/namespaces/{OPERATOR_NAMESPACE}/pods/{pod}:8080/proxy/metrics");
-        String::from_utf8_lossy(&kubectl(&["get", "--raw", &path], None).stdout).into_owned()
+    /// The /metrics text of operator Pod `pod`, read as Prometheus reads it: HTTPS to the
+    /// Pod's IP with the token of [`METRICS_SCRAPER`]. Empty when it does not answer 200.
+    pub async fn metrics(&self, pod: &str) -> String {
+        match self.get_metrics(pod, Some(&self.scraper_token)).await {
+            Some((200, body)) => body,
+            _ => String::new(),
+        }
+    }
+
+    /// `GET /metrics` of operator Pod `pod` with `token`: the status and body.
+    pub async fn get_metrics(&self, pod: &str, token: Option<&str>) -> Option<(u16, String)> {
+        let ip = kubectl_ok(&["get", "pod", "-n", OPERATOR_NAMESPACE, pod, "-o", "jsonpath={.status.podIP}"], None);
+        crate::https::https_get(&format!("{}:8080", ip.trim()), "/metrics", token).await
+    }
+
+    /// A token that may read the metrics (as Prometheus's own would).
+    pub fn scraper_token(&self) -> &str {
+        &self.scraper_token
     }
 
     /// Everything the operator's Pods logged (current containers and, where one
@@ -129,6 +160,9 @@ impl Drop for ChartOperator {
 
 fn uninstall() {
     let _ = helm(&["uninstall", RELEASE, "-n", OPERATOR_NAMESPACE, "--wait", "--timeout", "120s"]);
+    let _ = kubectl(&["delete", "clusterrolebinding", METRICS_SCRAPER, "--ignore-not-found"], None);
+    let _ =
+        kubectl(&["delete", "serviceaccount", METRICS_SCRAPER, "-n", OPERATOR_NAMESPACE, "--ignore-not-found"], None);
     *CHART_POD_LOGS.lock().unwrap_or_else(|e| e.into_inner()) = None;
 }
 

@@ -40,7 +40,8 @@ async fn each_alert_fires_once_on_a_real_prometheus_scraping_two_operator_replic
     let ns = TestNamespace::new("alerts");
     let client = admin_client().await;
     let operator = ChartOperator::install(&client, &["replicaCount=2"]).await;
-    let prometheus = Prometheus::for_chart(RELEASE, OPERATOR_NAMESPACE, CHART_VALUES, "500ms").await;
+    let prometheus =
+        Prometheus::for_chart(RELEASE, OPERATOR_NAMESPACE, CHART_VALUES, "500ms", operator.scraper_token()).await;
     let both_up = format!(r#"sum(up{{job="{JOB}"}})"#);
     wait_for("both operator replicas scraped", SETTLE, || async {
         (prometheus.scalar(&both_up).await == Some(2.0)).then_some(())

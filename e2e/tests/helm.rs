@@ -57,9 +57,13 @@ async fn the_chart_renders_what_the_api_server_accepts() {
         let rendered = helm_ok(&args);
         let output = kubectl(&["apply", "--dry-run=server", "-f", "-"], Some(&rendered));
         assert!(output.status.success(), "values {values:?}: {}", String::from_utf8_lossy(&output.stderr));
+        // Each object once (the API server's dry run takes every document on its own).
+        let rendered_documents = documents(&rendered);
+        let unique = by_kind_and_name(rendered_documents.clone());
+        assert_eq!(unique.len(), rendered_documents.len(), "values {values:?}: an object rendered twice");
         // The operator reads other programs' locks and never writes them; its one write on
         // Leases is its own election Lease, by name, in its own namespace.
-        let writes = write_grants_on_locks(&documents(&rendered));
+        let writes = write_grants_on_locks(&rendered_documents);
         assert_eq!(writes, [format!("Role {RELEASE}-leader-election: leases [create]")], "values {values:?}");
 
         // An upgrade adds the hook that takes earlier builds' label off locks; it too must
@@ -178,8 +182,20 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
     let table = kubectl_ok(&["get", "electionpolicies", "-n", NAMESPACE], None);
     assert!(table.contains(&operator_leader) && table.contains("Healthy"), "{table}");
 
-    // An app, as Pods, works end to end under that RBAC.
+    // /metrics is HTTPS, for callers that may get it only: no token or a bad one is 401, a
+    // valid token without the metrics-reader role 403, a token with it 200.
     let ns = TestNamespace::new("helm-app");
+    kubectl_ok(&["create", "serviceaccount", "not-a-reader", "-n", &ns.name], None);
+    let unprivileged = kubectl_ok(&["create", "token", "not-a-reader", "-n", &ns.name], None);
+    let status = |response: Option<(u16, String)>| response.map(|(status, _)| status);
+    assert_eq!(status(operator.get_metrics(&operator_leader, None).await), Some(401));
+    assert_eq!(status(operator.get_metrics(&operator_leader, Some("not-a-token")).await), Some(401));
+    assert_eq!(status(operator.get_metrics(&operator_leader, Some(unprivileged.trim())).await), Some(403));
+    let (code, body) = operator.get_metrics(&operator_leader, Some(operator.scraper_token())).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("election_operator_leading 1"), "{body}");
+
+    // An app, as Pods, works end to end under that RBAC.
     let app = PodApp::create(&ns.name, "app", 2, ELECTOR_IMAGE, json!({}));
     kubectl_ok(
         &["apply", "-n", &ns.name, "-f", "-"],
@@ -263,8 +279,9 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
     for role in rendered.iter().filter(|d| d["kind"] == "ClusterRole" || d["kind"] == "Role") {
         if role["metadata"]["labels"].get("rbac.authorization.k8s.io/aggregate-to-view").is_some()
             || role["metadata"]["labels"].get("rbac.authorization.k8s.io/aggregate-to-edit").is_some()
+            || role["metadata"]["name"] == format!("{RELEASE}-metrics-reader")
         {
-            continue; // For users, not the operator.
+            continue; // For users and their Prometheus, not the operator.
         }
         for rule in role["rules"].as_array().unwrap() {
             for group in rule["apiGroups"].as_array().unwrap() {
@@ -343,7 +360,7 @@ async fn uninstalling_keeps_apps_configured_and_reinstalling_adopts_them_without
     let operator = ChartOperator::install(&client, &[]).await;
     let leader = operator.leader(&client).await;
     wait_for("the policy reconciled by the new operator", SETTLE, || async {
-        let metrics = operator.metrics(&leader);
+        let metrics = operator.metrics(&leader).await;
         let ok = election_e2e::sample(&metrics, r#"election_reconciles_total{result="ok"}"#).unwrap_or(0.0);
         (ok >= 1.0).then_some(())
     })
@@ -352,7 +369,7 @@ async fn uninstalling_keeps_apps_configured_and_reinstalling_adopts_them_without
         wait_policy(&client, &ns.name, "kept", "still injected", SETTLE, |p| condition_true(p, "ConfigInjected")).await;
     assert_eq!(policy.status.unwrap().injected_deployments, ["kept"]);
     let applies = election_e2e::sample(
-        &operator.metrics(&leader),
+        &operator.metrics(&leader).await,
         r#"election_api_requests_total{operation="apply_deployment"}"#,
     );
     assert_eq!(applies, None, "the adopted Deployment was written again");

@@ -235,17 +235,18 @@ async fn timings_edits_new_matches_and_lost_matches_are_followed_without_needles
     let template_before = template(&get_deployment(&client, &ns.name, "web").await);
     let counter = |text: &str, series: &str| sample(text, series).unwrap_or(0.0);
     let applies_before =
-        counter(&operator.metrics(&leader), r#"election_api_requests_total{operation="apply_deployment"}"#);
+        counter(&operator.metrics(&leader).await, r#"election_api_requests_total{operation="apply_deployment"}"#);
     for round in 0..3 {
-        let before = counter(&operator.metrics(&leader), r#"election_reconciles_total{result="ok"}"#);
+        let before = counter(&operator.metrics(&leader).await, r#"election_reconciles_total{result="ok"}"#);
         kubectl_ok(&["-n", &ns.name, "annotate", "deployment", "web", &format!("poke={round}"), "--overwrite"], None);
         wait_for("a reconcile", SETTLE, || async {
-            (counter(&operator.metrics(&leader), r#"election_reconciles_total{result="ok"}"#) > before).then_some(())
+            (counter(&operator.metrics(&leader).await, r#"election_reconciles_total{result="ok"}"#) > before)
+                .then_some(())
         })
         .await;
     }
     let applies_after =
-        counter(&operator.metrics(&leader), r#"election_api_requests_total{operation="apply_deployment"}"#);
+        counter(&operator.metrics(&leader).await, r#"election_api_requests_total{operation="apply_deployment"}"#);
     assert_eq!(applies_after, applies_before, "an unchanged configuration was applied again");
     assert_eq!(rollouts().await, rollouts_before, "a rollout happened although nothing changed");
     assert_eq!(template(&get_deployment(&client, &ns.name, "web").await), template_before);
