@@ -108,3 +108,31 @@ impl axum::serve::Listener for TlsListener {
         Ok(self.local_addr)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_self_signed_certificate_is_made_without_a_directory() {
+        assert!(server_config(None).is_ok());
+    }
+
+    #[test]
+    fn a_certificate_directory_is_read_and_a_missing_file_named() {
+        let dir = std::env::temp_dir().join(format!("election-operator-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let missing = server_config(Some(&dir)).expect_err("no tls.crt").to_string();
+        assert!(missing.contains("tls.crt"), "{missing}");
+
+        let generated = rcgen::generate_simple_self_signed(vec!["election-operator".to_string()]).unwrap();
+        std::fs::write(dir.join("tls.crt"), generated.cert.pem()).unwrap();
+        let no_key = server_config(Some(&dir)).expect_err("no tls.key").to_string();
+        assert!(no_key.contains("tls.key"), "{no_key}");
+
+        std::fs::write(dir.join("tls.key"), generated.signing_key.serialize_pem()).unwrap();
+        let read = server_config(Some(&dir));
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(read.is_ok(), "{:?}", read.err());
+    }
+}
