@@ -270,6 +270,12 @@ async fn locks_are_watched_only_where_policies_point_and_a_new_lock_is_seen_at_o
     let elsewhere = TestNamespace::new("elsewhere");
     let operator = started_operator(&[]).await;
     let client = admin_client().await;
+    // The lock event counter is the operator's, across namespaces: first let the earlier
+    // tests' policies (in namespaces still being deleted) go, and their watches with them.
+    wait_for("no ElectionPolicy left from earlier tests", SETTLE, || async {
+        kubectl_ok(&["get", "electionpolicies", "-A", "-o", "name"], None).trim().is_empty().then_some(())
+    })
+    .await;
     let policy = json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": "late"},
         "spec": {"selector": {"matchLabels": {"app": "late"}}, "lock": {"name": "late"}}});
     kubectl_ok(&["apply", "-n", &watched.name, "-f", "-"], Some(&policy.to_string()));
