@@ -32,7 +32,7 @@ pub use operator::{Operator, started_operator};
 pub use operator_logs::operator_log_tails;
 pub use policy::{
     apply_object, condition, count_policy_events, get_deployment, get_policy, injected_env, policy_events,
-    policy_object, wait_policy, wait_policy_event,
+    policy_object, wait_no_policies_left, wait_policy, wait_policy_event,
 };
 pub use process::{free_port, http_get};
 pub use rbac::{audited_requests, audited_writes, rbac_denials, service_account_kubeconfig};

@@ -11,6 +11,17 @@ use crate::{
     waits::{wait_for, wait_until},
 };
 
+/// Waits until no ElectionPolicy is left anywhere, such as those of earlier tests in
+/// namespaces still being deleted (a running operator removes their finalizers). A test
+/// that reads the operator's process-wide counters calls it first: another policy's status
+/// write or lock events would count too.
+pub async fn wait_no_policies_left() {
+    wait_for("no ElectionPolicy left from earlier tests", Duration::from_secs(60), || async {
+        kubectl_ok(&["get", "electionpolicies", "-A", "-o", "name"], None).trim().is_empty().then_some(())
+    })
+    .await;
+}
+
 /// An ElectionPolicy as the API server has it.
 pub async fn get_policy(
     client: &Client,

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use election_e2e::{
     App, Elector, ElectorBuild, TestNamespace, admin_client, condition, count_policy_events, kubectl, kubectl_ok,
-    policy_events, sample, started_operator, wait_for, wait_policy, wait_policy_event,
+    policy_events, sample, started_operator, wait_for, wait_no_policies_left, wait_policy, wait_policy_event,
 };
 use election_operator::api::PolicyState;
 use jiff::Timestamp;
@@ -36,6 +36,8 @@ async fn lease_renew_time(client: &Client, namespace: &str, name: &str) -> Optio
 async fn the_leader_is_shown_and_a_killed_leader_is_replaced() {
     let ns = TestNamespace::new("leader");
     let operator = started_operator(&[]).await;
+    // It counts the operator's status writes: no other policy may add to them.
+    wait_no_policies_left().await;
     let client = admin_client().await;
     let app = app(&client, &ns.name, "payments", "Lease", 3).await;
     let mut electors: Vec<Elector> = (0..3).map(|i| app.elector(ElectorBuild::Current, i, &[])).collect();
@@ -271,11 +273,8 @@ async fn locks_are_watched_only_where_policies_point_and_a_new_lock_is_seen_at_o
     let operator = started_operator(&[]).await;
     let client = admin_client().await;
     // The lock event counter is the operator's, across namespaces: first let the earlier
-    // tests' policies (in namespaces still being deleted) go, and their watches with them.
-    wait_for("no ElectionPolicy left from earlier tests", SETTLE, || async {
-        kubectl_ok(&["get", "electionpolicies", "-A", "-o", "name"], None).trim().is_empty().then_some(())
-    })
-    .await;
+    // tests' policies go, and their watches with them.
+    wait_no_policies_left().await;
     let policy = json!({"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": "late"},
         "spec": {"selector": {"matchLabels": {"app": "late"}}, "lock": {"name": "late"}}});
     kubectl_ok(&["apply", "-n", &watched.name, "-f", "-"], Some(&policy.to_string()));
@@ -315,4 +314,7 @@ async fn locks_are_watched_only_where_policies_point_and_a_new_lock_is_seen_at_o
     })
     .await;
     println!("a lock created after its policy reported in {:.2}s", created.elapsed().as_secs_f64());
+    // Gone before the next test: its lock, renewed by nobody, would go stale under that
+    // test's operator.
+    kubectl_ok(&["delete", "electionpolicy", "late", "-n", &watched.name, "--wait=true", "--timeout=60s"], None);
 }
