@@ -20,6 +20,7 @@ use tokio_util::time::{DelayQueue, delay_queue};
 use tracing::{debug, info};
 
 use crate::{
+    api::LockType,
     domain::{
         holder::HolderPod,
         lock_record::{LockContent, LockKey, LockScope},
@@ -51,9 +52,10 @@ struct LockTable {
     /// Every lock the watches see (the other locks of a watched namespace too, so that a
     /// policy naming one of them later knows it at once).
     seen: HashMap<LockKey, LockContent>,
-    /// Scopes whose current watch has listed: before that, a missing lock only means "not
-    /// seen yet".
-    listed: HashSet<LockScope>,
+    /// Namespaces, by lock kind, whose current watch has listed: before that, a missing
+    /// lock only means "not seen yet". Keyed so that the check on every renewal needs no
+    /// LockScope built.
+    listed: HashMap<LockType, HashSet<String>>,
     watches: LockWatches,
 }
 
@@ -80,7 +82,13 @@ impl LockTable {
     /// Drops what the scope's watch showed.
     fn forget(&mut self, scope: &LockScope) {
         self.seen.retain(|lock, _| !in_scope(lock, scope));
-        self.listed.remove(scope);
+        if let Some(namespaces) = self.listed.get_mut(&scope.type_) {
+            namespaces.remove(&scope.namespace);
+        }
+    }
+
+    fn is_listed(&self, lock: &LockKey) -> bool {
+        self.listed.get(&lock.type_).is_some_and(|namespaces| namespaces.contains(&lock.namespace))
     }
 
     /// The routed locks in `scope`, with their policies.
@@ -105,7 +113,7 @@ impl ClusterView for Caches<'_> {
     }
 
     fn lock_listed(&self, lock: &LockKey) -> bool {
-        self.locks.listed.contains(&lock.scope())
+        self.locks.is_listed(lock)
     }
 
     fn pods_listed(&self) -> bool {
@@ -144,7 +152,7 @@ impl Observer {
             locks: LockTable {
                 routes: HashMap::new(),
                 seen: HashMap::new(),
-                listed: HashSet::new(),
+                listed: HashMap::new(),
                 watches: LockWatches::new(client.clone(), handle, metrics.clone()),
             },
             timers: DelayQueue::new(),
@@ -248,7 +256,7 @@ impl Observer {
             LockEvent::Listed(scope, listed, at) => {
                 self.locks.forget(&scope);
                 self.locks.seen.extend(listed);
-                self.locks.listed.insert(scope.clone());
+                self.locks.listed.entry(scope.type_).or_default().insert(scope.namespace.clone());
                 for (lock, _) in self.locks.routed_in(&scope) {
                     let content = self.locks.seen.get(&lock).cloned().unwrap_or(LockContent::Absent);
                     self.observe_lock(&lock, content, at).await;
