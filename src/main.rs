@@ -7,7 +7,10 @@ use anyhow::Context as _;
 use clap::{Parser, ValueEnum};
 use election_operator::{
     api::LockType,
-    domain::validation::{PolicyOptions, Timings, check_timings, parse_go_duration},
+    domain::{
+        namespaces::WatchedNamespaces,
+        validation::{PolicyOptions, Timings, check_timings, parse_go_duration},
+    },
     http::{MetricsServing, Readiness, access::MetricsAccess, parse_bind_address, serve_metrics, serve_probes, tls},
     k8s::{leader_election::LeaseLocation, locks},
     metrics::Metrics,
@@ -67,6 +70,12 @@ struct Args {
     #[arg(long, env = "ELECTION_OPERATOR_LEADER_ELECTION_RETRY_PERIOD", default_value = "2s")]
     leader_election_retry_period: String,
 
+    /// Work only in these namespaces (comma-separated): watch policies, Deployments, Pods
+    /// and locks there and nowhere else, as a namespaced install's Roles allow. Empty: every
+    /// namespace.
+    #[arg(long, env = "ELECTION_OPERATOR_WATCH_NAMESPACES", default_value = "")]
+    watch_namespaces: String,
+
     /// Let policies watch locks in namespaces other than their own.
     #[arg(long, env = "ELECTION_OPERATOR_ALLOW_CROSS_NAMESPACE_LOCKS", default_value_t = false, num_args = 0..=1, default_missing_value = "true")]
     allow_cross_namespace_locks: bool,
@@ -106,7 +115,7 @@ struct Args {
 #[derive(clap::Subcommand, Debug)]
 enum Command {
     /// Take the label election.dev/observed off every Lease (with --legacy-locks, also every
-    /// Endpoints and ConfigMap) that carries it, then exit. Earlier builds of the operator
+    /// Endpoints and ConfigMap) that carries it, in --watch-namespaces, then exit. Earlier builds of the operator
     /// labelled the locks they watched; this one only reads them. The Helm chart runs this
     /// once on upgrade, under a role of its own.
     RemoveObservedLabels,
@@ -160,8 +169,9 @@ async fn operator_main(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    let watched_namespaces = WatchedNamespaces::parse(&args.watch_namespaces)?;
     if let Some(Command::RemoveObservedLabels) = args.command {
-        return remove_observed_labels(args.legacy_locks).await;
+        return remove_observed_labels(args.legacy_locks, &watched_namespaces).await;
     }
     let identity = args.identity.clone().unwrap_or_else(default_identity);
     let election = if args.leader_elect {
@@ -205,8 +215,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(async move { listener.await.inspect_err(|e| error!(%e, "probe endpoint failed")) });
     }
 
-    operator::check_crd(&client).await?;
-    info!(%identity, leader_elect = args.leader_elect, "election-operator starting");
+    operator::check_crd(&client, &watched_namespaces).await?;
+    info!(%identity, leader_elect = args.leader_elect, namespaces = %watched_namespaces, "election-operator starting");
 
     let (stop, shutdown) = watch::channel(false);
     tokio::spawn(async move {
@@ -226,6 +236,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             allow_cross_namespace_locks: args.allow_cross_namespace_locks,
             legacy_locks: args.legacy_locks,
             leader_pod_label: args.leader_pod_label,
+            watched_namespaces,
         },
         concurrency: args.max_concurrent_reconciles,
         identity,
@@ -236,14 +247,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     Ok(operator::run(client, settings, metrics, readiness, shutdown).await?)
 }
 
-async fn remove_observed_labels(legacy_locks: bool) -> anyhow::Result<()> {
+async fn remove_observed_labels(legacy_locks: bool, namespaces: &WatchedNamespaces) -> anyhow::Result<()> {
     let client =
         kube::Client::try_default().await.context("finding the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     let mut kinds = vec![LockType::Lease];
     if legacy_locks {
         kinds.extend([LockType::Endpoints, LockType::ConfigMap]);
     }
-    let removed = locks::remove_observed_labels(&client, &kinds, &Metrics::new()).await?;
+    let removed = locks::remove_observed_labels(&client, &kinds, namespaces, &Metrics::new()).await?;
     info!(removed, "the label {} is off every lock", locks::OBSERVED_LABEL);
     Ok(())
 }

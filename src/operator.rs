@@ -13,6 +13,7 @@ use crate::{
     api::ElectionPolicy,
     domain::{
         leadership::Elector,
+        namespaces::WatchedNamespaces,
         validation::{PolicyOptions, Timings},
     },
     http::Readiness,
@@ -41,8 +42,14 @@ pub struct Settings {
 
 /// Waits until the API server answers and the CRD is installed. A missing CRD is an error
 /// worth stopping for, with instructions; an unreachable API server is waited for.
-pub async fn check_crd(client: &Client) -> Result<()> {
-    let api: Api<ElectionPolicy> = Api::all(client.clone());
+pub async fn check_crd(client: &Client, namespaces: &WatchedNamespaces) -> Result<()> {
+    // A namespaced install may list only in its namespaces.
+    let api: Api<ElectionPolicy> = match namespaces {
+        WatchedNamespaces::All => Api::all(client.clone()),
+        WatchedNamespaces::Only(list) => {
+            Api::namespaced(client.clone(), list.first().map_or("default", String::as_str))
+        }
+    };
     let mut delay = Duration::from_millis(500);
     loop {
         match api.list_metadata(&ListParams::default().limit(1)).await {
@@ -102,7 +109,7 @@ pub async fn run(
     }
     let publisher = EventPublisher::new(client.clone(), settings.identity.clone(), metrics.clone());
     let (observer, observer_inbox) = inbox();
-    let pods = PodIndex::spawn(client.clone(), observer.clone(), metrics.clone());
+    let pods = PodIndex::spawn(client.clone(), &settings.options.watched_namespaces, observer.clone(), metrics.clone());
     Observer::spawn((observer.clone(), observer_inbox), client.clone(), publisher.clone(), pods, metrics.clone());
 
     let stopping = tokio_util::sync::CancellationToken::new();

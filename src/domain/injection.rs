@@ -283,7 +283,7 @@ pub(crate) mod tests {
             },
             ..spec
         };
-        validate("apps", &spec, PolicyOptions::default()).unwrap()
+        validate("apps", &spec, &PolicyOptions::default()).unwrap()
     }
 
     fn deployment(containers: Value) -> Deployment {

@@ -7,6 +7,7 @@ pub mod injection;
 pub mod injection_plan;
 pub mod leadership;
 pub mod lock_record;
+pub mod namespaces;
 pub mod notices;
 pub mod observation;
 pub mod pending_writes;

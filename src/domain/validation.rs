@@ -13,7 +13,7 @@ use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKin
 
 use crate::{
     api::{ElectionPolicySpec, InjectionSpec, LockType},
-    domain::lock_record::LockKey,
+    domain::{lock_record::LockKey, namespaces::WatchedNamespaces},
 };
 
 /// client-go's `JitterFactor`: renewDeadline must exceed it times retryPeriod.
@@ -29,7 +29,7 @@ pub struct Timings {
 }
 
 /// Switches that widen what a policy may do; all are operator flags, off by default.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PolicyOptions {
     /// Let a policy watch a lock in another namespace than its own.
     pub allow_cross_namespace_locks: bool,
@@ -37,6 +37,9 @@ pub struct PolicyOptions {
     pub legacy_locks: bool,
     /// Let policies keep a leader label on the holder's Pod (the operator may patch Pods).
     pub leader_pod_label: bool,
+    /// The namespaces the operator may read (--watch-namespaces); a lock outside them
+    /// cannot be watched.
+    pub watched_namespaces: WatchedNamespaces,
 }
 
 /// The detection thresholds, parsed.
@@ -108,6 +111,12 @@ pub enum Violation {
          --allow-cross-namespace-locks"
     )]
     CrossNamespaceLock { lock_namespace: String, policy_namespace: String },
+    /// The lock's namespace is not one the operator watches (--watch-namespaces).
+    #[error(
+        "lock.namespace: {lock_namespace:?} is not among the namespaces the operator watches \
+         ({watched}); add it to --watch-namespaces (Helm value watchNamespaces)"
+    )]
+    LockNamespaceNotWatched { lock_namespace: String, watched: String },
     /// An Endpoints or ConfigMap lock, with --legacy-locks off.
     #[error(
         "lock.type: {lock_type:?} locks are disabled; the operator must run with --legacy-locks \
@@ -176,7 +185,7 @@ impl std::error::Error for InvalidPolicy {}
 pub fn validate(
     policy_namespace: &str,
     spec: &ElectionPolicySpec,
-    options: PolicyOptions,
+    options: &PolicyOptions,
 ) -> Result<ValidPolicy, InvalidPolicy> {
     let mut problems = Vec::new();
     let timings = spec_timings(spec);
@@ -197,6 +206,12 @@ pub fn validate(
         problems.push(Violation::CrossNamespaceLock {
             lock_namespace: lock_namespace.clone(),
             policy_namespace: policy_namespace.to_string(),
+        });
+    }
+    if !options.watched_namespaces.contains(&lock_namespace) {
+        problems.push(Violation::LockNamespaceNotWatched {
+            lock_namespace: lock_namespace.clone(),
+            watched: options.watched_namespaces.to_string(),
         });
     }
     if spec.lock.type_ != LockType::Lease && !options.legacy_locks {
@@ -476,13 +491,13 @@ mod tests {
         serde_json::from_value(value).unwrap()
     }
 
-    fn problems(overrides: serde_json::Value, options: PolicyOptions) -> String {
+    fn problems(overrides: serde_json::Value, options: &PolicyOptions) -> String {
         validate("apps", &spec(overrides), options).unwrap_err().to_string()
     }
 
     #[test]
     fn defaults_are_client_gos() {
-        let valid = validate("apps", &spec(json!({})), PolicyOptions::default()).unwrap();
+        let valid = validate("apps", &spec(json!({})), &PolicyOptions::default()).unwrap();
         assert_eq!(
             valid.timings,
             Timings {
@@ -523,7 +538,7 @@ mod tests {
             (json!({"lock": {"name": "x", "type": "ConfigMap"}}), "--legacy-locks"),
         ];
         for (overrides, expected) in table {
-            let message = problems(overrides.clone(), none);
+            let message = problems(overrides.clone(), &none);
             assert!(message.contains(expected), "{overrides}: got {message:?}, expected {expected:?}");
         }
     }
@@ -541,7 +556,7 @@ mod tests {
 
     #[test]
     fn violations_are_typed() {
-        let violations = |overrides| validate("apps", &spec(overrides), PolicyOptions::default()).unwrap_err().0;
+        let violations = |overrides| validate("apps", &spec(overrides), &PolicyOptions::default()).unwrap_err().0;
         let field = |name: &str| name.to_string();
         assert_eq!(violations(json!({"leaseDuration": "10s"})), [Violation::LeaseNotLongerThanRenewDeadline]);
         assert_eq!(
@@ -597,10 +612,24 @@ mod tests {
 
     #[test]
     fn options_widen_what_is_allowed() {
-        let options = PolicyOptions { allow_cross_namespace_locks: true, legacy_locks: true, leader_pod_label: true };
+        let options = PolicyOptions {
+            allow_cross_namespace_locks: true,
+            legacy_locks: true,
+            leader_pod_label: true,
+            watched_namespaces: WatchedNamespaces::All,
+        };
         let overrides = json!({"lock": {"name": "x", "namespace": "other", "type": "Endpoints"}});
-        let valid = validate("apps", &spec(overrides), options).unwrap();
+        let valid = validate("apps", &spec(overrides.clone()), &options).unwrap();
         assert_eq!(valid.lock.to_string(), "endpoints/other/x");
+
+        // A namespaced operator cannot watch a lock outside its namespaces.
+        let namespaced =
+            PolicyOptions { watched_namespaces: WatchedNamespaces::parse("apps,ops").unwrap(), ..options.clone() };
+        assert!(validate("apps", &spec(overrides.clone()), &namespaced).is_err_and(|invalid| invalid.to_string()
+            == "lock.namespace: \"other\" is not among the namespaces the operator watches (apps,ops); add it to \
+                --watch-namespaces (Helm value watchNamespaces)"));
+        let inside = json!({"lock": {"name": "x", "namespace": "ops"}});
+        assert_eq!(validate("apps", &spec(inside), &namespaced).unwrap().lock.to_string(), "leases/ops/x");
     }
 
     #[test]
@@ -651,7 +680,7 @@ mod tests {
                 "detection": {"slowRenewalAfter": "nope"},
             }),
         ];
-        let mut got: Vec<String> = cases.into_iter().map(|overrides| problems(overrides, none)).collect();
+        let mut got: Vec<String> = cases.into_iter().map(|overrides| problems(overrides, &none)).collect();
         got.push(parse_go_duration("--leader-election-lease-duration", "1x").unwrap_err().to_string());
         got.push(parse_go_duration("--leader-election-retry-period", "-2s").unwrap_err().to_string());
         let zero =

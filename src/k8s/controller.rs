@@ -20,7 +20,7 @@ use kube::{
         Controller, WatchStreamExt,
         controller::{self, Action},
         reflector::{self, ObjectRef, Store},
-        watcher::{self, watcher},
+        watcher,
     },
 };
 use tokio::sync::mpsc;
@@ -42,7 +42,7 @@ use crate::{
         tracking::{Registration, WatchSettings},
         validation::{InvalidPolicy, PolicyOptions, ValidPolicy, validate},
     },
-    k8s::{WatchBackoff, api_call, cache_sync::CacheSync, events::EventPublisher, inbox::ObserverHandle, status_code},
+    k8s::{api_call, cache_sync::CacheSync, events::EventPublisher, inbox::ObserverHandle, scoped_watch, status_code},
     metrics::Metrics,
 };
 
@@ -103,7 +103,7 @@ impl Context {
         {
             return result.clone();
         }
-        let result = validate(&policy.namespace().unwrap_or_default(), &policy.spec, self.parts.options);
+        let result = validate(&policy.namespace().unwrap_or_default(), &policy.spec, &self.parts.options);
         if cache.len() > 2 * self.policies.state().len() + 64 {
             // Forget deleted policies now and then.
             let live: std::collections::HashSet<String> =
@@ -140,35 +140,32 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
             ready();
         });
     }
-    let policy_api: Api<ElectionPolicy> = Api::all(parts.client.clone());
-    let (policies, policy_writer) = reflector::store();
+    let namespaces = &parts.options.watched_namespaces;
+    let (policies, policy_writer) = reflector::store::<ElectionPolicy>();
     let (gone, gone_policies) = mpsc::unbounded_channel();
     let mut listing = (Vec::new(), std::time::Instant::now());
     let policy_stream = reflector::reflector(
         policy_writer,
-        watcher(policy_api, watcher::Config::default())
+        scoped_watch::watch(&parts.client, namespaces, watcher::Config::default(), policies.clone())
             // Managed fields are of no use here, and would take most of the cache.
             .modify(|p| p.managed_fields_mut().clear())
             .inspect_ok(move |event| {
                 policies_listed.observe(event);
                 track_deletions(event, &mut listing, &gone);
-            })
-            .backoff(WatchBackoff::new()),
+            }),
     )
     .applied_objects()
     // The operator's own status writes change a policy too; they need no reconcile.
     .predicate_filter(reconcile_relevant, Default::default());
     tokio::spawn(forget_deleted_policies(gone_policies, parts.observer.clone()));
 
-    let deployment_api: Api<Deployment> = Api::all(parts.client.clone());
-    let (deployments, deployment_writer) = reflector::store();
+    let (deployments, deployment_writer) = reflector::store::<Deployment>();
     let deployment_stream = reflector::reflector(
         deployment_writer,
-        watcher(deployment_api, watcher::Config::default())
+        scoped_watch::watch(&parts.client, namespaces, watcher::Config::default(), deployments.clone())
             // Managed fields are most of a Deployment's size and of no use here.
             .modify(|d| d.managed_fields_mut().clear())
-            .inspect_ok(move |event| deployments_listed.observe(event))
-            .backoff(WatchBackoff::new()),
+            .inspect_ok(move |event| deployments_listed.observe(event)),
     )
     .touched_objects();
 

@@ -40,6 +40,7 @@ use crate::{
     api::LockType,
     domain::{
         lock_record::{LockContent, LockKey, LockScope, from_annotations, from_lease_spec},
+        namespaces::WatchedNamespaces,
         observation::Moment,
     },
     k8s::{
@@ -204,30 +205,45 @@ fn resource(kind: LockType) -> &'static str {
     crate::domain::lock_record::resource_name(kind)
 }
 
-/// Takes [`OBSERVED_LABEL`] off every lock that carries it, restoring the objects of other
+/// Takes [`OBSERVED_LABEL`] off every lock in `namespaces` that carries it, restoring the objects of other
 /// programs as they were before an older operator labelled them. Run once on upgrade by the
 /// chart's hook Job, under a short-lived role of its own: the operator's role has no write
 /// on locks. Returns how many objects it changed.
-pub async fn remove_observed_labels(client: &Client, kinds: &[LockType], metrics: &Metrics) -> crate::Result<usize> {
+pub async fn remove_observed_labels(
+    client: &Client,
+    kinds: &[LockType],
+    namespaces: &WatchedNamespaces,
+    metrics: &Metrics,
+) -> crate::Result<usize> {
+    let scopes: Vec<Option<&str>> = match namespaces {
+        WatchedNamespaces::All => vec![None],
+        WatchedNamespaces::Only(list) => list.iter().map(|n| Some(n.as_str())).collect(),
+    };
     let mut removed = 0;
     for kind in kinds {
-        removed += match kind {
-            LockType::Lease => unlabel_all::<Lease>(client, metrics).await?,
-            LockType::Endpoints => unlabel_all::<Endpoints>(client, metrics).await?,
-            LockType::ConfigMap => unlabel_all::<ConfigMap>(client, metrics).await?,
-        };
+        for namespace in &scopes {
+            removed += match kind {
+                LockType::Lease => unlabel_all::<Lease>(client, *namespace, metrics).await?,
+                LockType::Endpoints => unlabel_all::<Endpoints>(client, *namespace, metrics).await?,
+                LockType::ConfigMap => unlabel_all::<ConfigMap>(client, *namespace, metrics).await?,
+            };
+        }
     }
     Ok(removed)
 }
 
-async fn unlabel_all<K>(client: &Client, metrics: &Metrics) -> crate::Result<usize>
+/// Takes the label off the locks of one kind, in `namespace` or (`None`) everywhere.
+async fn unlabel_all<K>(client: &Client, namespace: Option<&str>, metrics: &Metrics) -> crate::Result<usize>
 where
     K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
         + Clone
         + serde::de::DeserializeOwned
         + std::fmt::Debug,
 {
-    let all: Api<K> = Api::all(client.clone());
+    let all: Api<K> = match namespace {
+        None => Api::all(client.clone()),
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+    };
     let selector = ListParams::default().labels(OBSERVED_LABEL);
     let labelled = api_call(metrics, "list_labelled_locks", all.list_metadata(&selector)).await?;
     // A merge patch that deletes the one key: it cannot create the object, and touches

@@ -10,6 +10,7 @@ pub mod leader_election;
 pub mod locks;
 pub mod observer;
 pub mod pods;
+pub mod scoped_watch;
 pub mod status_writer;
 
 use std::{future::Future, time::Duration};

@@ -15,7 +15,7 @@ use kube::{
     runtime::{
         WatchStreamExt,
         reflector::{self, Store},
-        watcher::{self, Event, watcher},
+        watcher::{self, Event},
     },
 };
 use serde_json::json;
@@ -23,14 +23,15 @@ use tracing::{info, warn};
 
 use crate::{
     domain::holder::{HolderPod, holder_is_pod},
-    k8s::{WatchBackoff, api_call, cache_sync::CacheSync, inbox::ObserverHandle},
+    domain::namespaces::WatchedNamespaces,
+    k8s::{api_call, cache_sync::CacheSync, inbox::ObserverHandle, scoped_watch},
     metrics::Metrics,
 };
 
 /// The label the operator keeps on the lock holder's Pod (spec.leaderPodLabel).
 pub const LEADER_LABEL: &str = "election.dev/leader";
 
-/// A cache of Pod names and labels, cluster-wide.
+/// A cache of Pod names and labels, in the watched namespaces.
 #[derive(Clone)]
 pub struct PodIndex {
     store: Store<PartialObjectMeta<Pod>>,
@@ -45,21 +46,18 @@ impl PodIndex {
     /// namespace, and from then on at each namespace where a Pod changes. Changes during a
     /// (re)list are not passed on one by one: the store shows them all at once when the list
     /// completes, and that is passed on as one look at everything.
-    pub fn spawn(client: Client, observer: ObserverHandle, metrics: Metrics) -> Self {
-        let api: Api<PartialObjectMeta<Pod>> = Api::all(client.clone());
-        let (store, writer) = reflector::store();
+    pub fn spawn(client: Client, namespaces: &WatchedNamespaces, observer: ObserverHandle, metrics: Metrics) -> Self {
+        let (store, writer) = reflector::store::<PartialObjectMeta<Pod>>();
         let synced = CacheSync::new();
         let listed = synced.expect("pods");
         let stream = reflector::reflector(
             writer,
-            watcher(api, watcher::Config::default())
-                .modify(|pod| {
-                    // Keep name, namespace and labels: the rest is of no use here.
-                    pod.metadata.annotations = None;
-                    pod.metadata.managed_fields = None;
-                    pod.metadata.owner_references = None;
-                })
-                .backoff(WatchBackoff::new()),
+            scoped_watch::watch(&client, namespaces, watcher::Config::default(), store.clone()).modify(|pod| {
+                // Keep name, namespace and labels: the rest is of no use here.
+                pod.metadata.annotations = None;
+                pod.metadata.managed_fields = None;
+                pod.metadata.owner_references = None;
+            }),
         );
         let watch_metrics = metrics.clone();
         tokio::spawn(async move {
