@@ -35,5 +35,5 @@ pub use policy::{
     policy_object, wait_no_policies_left, wait_policy, wait_policy_event,
 };
 pub use process::{free_port, http_get};
-pub use rbac::{audited_requests, audited_writes, rbac_denials, service_account_kubeconfig};
+pub use rbac::{audited_namespaces, audited_requests, audited_writes, rbac_denials, service_account_kubeconfig};
 pub use waits::{wait_for, wait_until};

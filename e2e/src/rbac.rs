@@ -61,6 +61,26 @@ pub fn audited_writes(username: &str, resources: &[&str]) -> Vec<String> {
         .collect()
 }
 
+/// The namespaces `username`'s requests received since `since` went to, as "resource
+/// namespace" ("resource" alone for cluster-scoped resources and cluster-wide lists and
+/// watches).
+pub fn audited_namespaces(username: &str, since: jiff::Timestamp) -> std::collections::BTreeSet<String> {
+    audit_entries(username)
+        .into_iter()
+        .filter(|entry| {
+            entry["requestReceivedTimestamp"].as_str().and_then(|t| t.parse::<jiff::Timestamp>().ok()) >= Some(since)
+        })
+        .filter_map(|entry| {
+            let object = &entry["objectRef"];
+            let resource = object["resource"].as_str()?;
+            Some(match object["namespace"].as_str() {
+                Some(namespace) => format!("{resource} {namespace}"),
+                None => resource.to_string(),
+            })
+        })
+        .collect()
+}
+
 /// The requests of `username` received since `since` that RBAC refused (the audit log's
 /// authorization decision "forbid"), as "verb resource"; other 403s, such as writes into a
 /// namespace being deleted, are admission's and not counted.

@@ -8,9 +8,9 @@ use std::{
 };
 
 use election_e2e::{
-    TestNamespace, admin_client, audited_requests, audited_writes, count_policy_events, get_deployment, get_policy,
-    helm_ok, injected_env, install_crd, kubectl, kubectl_ok, rbac_denials, wait_control_plane_healthy, wait_for,
-    wait_policy, wait_policy_event,
+    TestNamespace, admin_client, audited_namespaces, audited_requests, audited_writes, count_policy_events,
+    get_deployment, get_policy, helm_ok, injected_env, install_crd, kubectl, kubectl_ok, rbac_denials,
+    wait_control_plane_healthy, wait_for, wait_policy, wait_policy_event,
     workloads::{ChartOperator, ELECTOR_IMAGE, OPERATOR_NAMESPACE, PodApp, RELEASE, ensure_restricted_namespace},
 };
 use election_operator::api::PolicyState;
@@ -46,9 +46,11 @@ async fn the_chart_renders_what_the_api_server_accepts() {
     install_crd();
     ensure_restricted_namespace();
     let version = server_version();
-    for values in
-        ["", "legacyLocks.enabled=true,leaderPodLabel.enabled=true,crossNamespaceLocks.enabled=true,replicaCount=3"]
-    {
+    for values in [
+        "",
+        "legacyLocks.enabled=true,leaderPodLabel.enabled=true,crossNamespaceLocks.enabled=true,replicaCount=3",
+        "watchNamespaces={default,kube-public},legacyLocks.enabled=true,leaderPodLabel.enabled=true",
+    ] {
         let mut args =
             vec!["template", RELEASE, "charts/election-operator", "-n", NAMESPACE, "--kube-version", &version];
         if !values.is_empty() {
@@ -59,12 +61,21 @@ async fn the_chart_renders_what_the_api_server_accepts() {
         assert!(output.status.success(), "values {values:?}: {}", String::from_utf8_lossy(&output.stderr));
         // Each object once (the API server's dry run takes every document on its own).
         let rendered_documents = documents(&rendered);
-        let unique = by_kind_and_name(rendered_documents.clone());
+        let unique: BTreeSet<String> = rendered_documents
+            .iter()
+            .map(|d| format!("{} {}/{}", d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]))
+            .collect();
         assert_eq!(unique.len(), rendered_documents.len(), "values {values:?}: an object rendered twice");
         // The operator reads other programs' locks and never writes them; its one write on
         // Leases is its own election Lease, by name, in its own namespace.
         let writes = write_grants_on_locks(&rendered_documents);
         assert_eq!(writes, [format!("Role {RELEASE}-leader-election: leases [create]")], "values {values:?}");
+
+        // A namespaced install grants nothing cluster-wide on namespaced resources: its one
+        // ClusterRole of its own is for the reviews of secure metrics.
+        if values.starts_with("watchNamespaces") {
+            assert_eq!(cluster_wide_resources(&rendered_documents), ["subjectaccessreviews", "tokenreviews"]);
+        }
 
         // An upgrade adds the hook that takes earlier builds' label off locks; it too must
         // be what the API server accepts.
@@ -104,6 +115,25 @@ fn write_grants_on_locks(documents: &[Value]) -> Vec<String> {
         }
     }
     found
+}
+
+/// The resources the operator's ClusterRoles grant (those for users and their Prometheus
+/// aside), sorted.
+fn cluster_wide_resources(documents: &[Value]) -> Vec<String> {
+    let mut resources = BTreeSet::new();
+    for role in documents.iter().filter(|d| d["kind"] == "ClusterRole") {
+        let labels = &role["metadata"]["labels"];
+        if labels.get("rbac.authorization.k8s.io/aggregate-to-view").is_some()
+            || labels.get("rbac.authorization.k8s.io/aggregate-to-edit").is_some()
+            || role["metadata"]["name"] == format!("{RELEASE}-metrics-reader")
+        {
+            continue;
+        }
+        for rule in role["rules"].as_array().into_iter().flatten() {
+            resources.extend(rule["resources"].as_array().into_iter().flatten().filter_map(|r| r.as_str()));
+        }
+    }
+    resources.into_iter().map(String::from).collect()
 }
 
 #[tokio::test]
@@ -450,5 +480,93 @@ async fn upgrading_takes_the_label_of_earlier_builds_off_locks_and_keeps_no_writ
         left.is_empty().then_some(())
     })
     .await;
+    operator.uninstall();
+}
+
+#[tokio::test]
+async fn a_namespaced_install_works_in_its_namespaces_and_never_reads_or_writes_others() {
+    wait_control_plane_healthy();
+    let client = admin_client().await;
+    install_crd();
+    // The same app and policy in a watched namespace and in one the operator is not given.
+    let inside = TestNamespace::new("watched");
+    let outside = TestNamespace::new("unwatched");
+    let policy = |name: &str, lock: Value| {
+        json!({
+            "apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy", "metadata": {"name": name},
+            "spec": {"selector": {"matchLabels": {"app": name}}, "lock": lock,
+                "leaseDuration": "4s", "renewDeadline": "3s", "retryPeriod": "1s"},
+        })
+        .to_string()
+    };
+    let outside_app = PodApp::create(&outside.name, "app", 1, ELECTOR_IMAGE, json!({}));
+    kubectl_ok(&["apply", "-n", &outside.name, "-f", "-"], Some(&policy("app", json!({"name": "app"}))));
+
+    let installed = jiff::Timestamp::now();
+    let watch = format!("watchNamespaces={{{}}}", inside.name);
+    let operator = ChartOperator::install(&client, &[&watch, "crossNamespaceLocks.enabled=true"]).await;
+    let operator_leader = operator.leader(&client).await;
+    let rendered = documents(&helm_ok(&["get", "manifest", RELEASE, "-n", NAMESPACE]));
+    assert_eq!(cluster_wide_resources(&rendered), ["subjectaccessreviews", "tokenreviews"]);
+    let role_namespaces: BTreeSet<&str> = rendered
+        .iter()
+        .filter(|d| d["kind"] == "Role" && d["metadata"]["name"] == RELEASE)
+        .filter_map(|d| d["metadata"]["namespace"].as_str())
+        .collect();
+    assert_eq!(role_namespaces, BTreeSet::from([inside.name.as_str(), NAMESPACE]));
+
+    // Inside, it works end to end: injected, rolled out, a leader reported.
+    let inside_app = PodApp::create(&inside.name, "app", 2, ELECTOR_IMAGE, json!({}));
+    kubectl_ok(&["apply", "-n", &inside.name, "-f", "-"], Some(&policy("app", json!({"name": "app"}))));
+    wait_for("the injected configuration", SETTLE, || async {
+        let env = injected_env(&get_deployment(&client, &inside.name, "app").await, 0);
+        (!env.is_empty()).then_some(env)
+    })
+    .await;
+    inside_app.wait_rolled_out(SETTLE);
+    wait_for("the app's leader, a Running Pod", SETTLE, || async {
+        let status = get_policy(&client, &inside.name, "app").await?.status?;
+        let running = inside_app.running_pods(&client).await;
+        (status.state == Some(PolicyState::Healthy) && running.contains(&status.leader)).then_some(())
+    })
+    .await;
+    // A lock in a namespace it does not watch is reported, not watched.
+    let elsewhere = policy("elsewhere", json!({"name": "app", "namespace": outside.name}));
+    kubectl_ok(&["apply", "-n", &inside.name, "-f", "-"], Some(&elsewhere));
+    let invalid = wait_policy(&client, &inside.name, "elsewhere", "reported Invalid", SETTLE, |p| {
+        p.status.as_ref().is_some_and(|s| s.state == Some(PolicyState::Invalid))
+    })
+    .await;
+    let message = election_e2e::condition(&invalid, "ConfigInjected").map(|c| c.2).unwrap_or_default();
+    assert!(message.contains("is not among the namespaces the operator watches"), "{message}");
+
+    // Outside, nothing: the policy there was never seen (it was there before the operator
+    // started, so a cluster-wide operator would have reconciled it before the one inside).
+    let untouched = get_policy(&client, &outside.name, "app").await.expect("the policy outside");
+    assert!(untouched.status.is_none(), "a policy outside was reconciled: {:?}", untouched.status);
+    assert!(untouched.metadata.finalizers.is_none(), "a policy outside got a finalizer");
+    assert!(injected_env(&get_deployment(&client, &outside.name, "app").await, 0).is_empty());
+    drop(outside_app);
+
+    // The secure metrics work under its one ClusterRole (the reviews).
+    let (code, body) = operator.get_metrics(&operator_leader, Some(operator.scraper_token())).await.unwrap();
+    assert_eq!(code, 200);
+    assert!(body.contains("election_operator_leading 1"), "{body}");
+
+    // The API server's audit log: every request went to a watched namespace or was a review;
+    // none was refused (so none was even tried elsewhere).
+    let username = format!("system:serviceaccount:{NAMESPACE}:{RELEASE}");
+    let reached = audited_namespaces(&username, installed);
+    let stray: Vec<&String> = reached
+        .iter()
+        .filter(|r| !r.ends_with(&format!(" {}", inside.name)) && !r.ends_with(&format!(" {NAMESPACE}")))
+        .filter(|r| !["tokenreviews", "subjectaccessreviews"].contains(&r.as_str()))
+        .collect();
+    assert!(stray.is_empty(), "requests outside the watched namespaces: {stray:?}\nall: {reached:?}");
+    assert!(reached.contains(&format!("deployments {}", inside.name)), "{reached:?}");
+    let refused = rbac_denials(&username, installed);
+    assert!(refused.is_empty(), "refused by RBAC: {refused:?}");
+
+    kubectl_ok(&["-n", &inside.name, "delete", "electionpolicy", "--all", "--wait=true", "--timeout=60s"], None);
     operator.uninstall();
 }

@@ -40,3 +40,18 @@ app.kubernetes.io/component: operator
 {{- default "default" .Values.serviceAccount.name }}
 {{- end }}
 {{- end }}
+
+{{/*
+The namespaces of a namespaced install, comma-separated, sorted and without duplicates: those
+of watchNamespaces, plus the release's own when the self policy lives there. Empty when
+watchNamespaces is: the operator then works cluster-wide.
+*/}}
+{{- define "election-operator.watchNamespaces" -}}
+{{- if .Values.watchNamespaces }}
+{{- $namespaces := .Values.watchNamespaces }}
+{{- if and .Values.selfPolicy.enabled .Values.leaderElection.enabled }}
+{{- $namespaces = append $namespaces .Release.Namespace }}
+{{- end }}
+{{- $namespaces | uniq | sortAlpha | join "," }}
+{{- end }}
+{{- end }}
