@@ -23,7 +23,6 @@ use crate::{
         inbox::inbox,
         leader_election::{self, LeaseLocation},
         observer::Observer,
-        pods::PodIndex,
         status_code,
     },
     metrics::Metrics,
@@ -109,8 +108,7 @@ pub async fn run(
     }
     let publisher = EventPublisher::new(client.clone(), settings.identity.clone(), metrics.clone());
     let (observer, observer_inbox) = inbox();
-    let pods = PodIndex::spawn(client.clone(), &settings.options.watched_namespaces, observer.clone(), metrics.clone());
-    Observer::spawn((observer.clone(), observer_inbox), client.clone(), publisher.clone(), pods, metrics.clone());
+    Observer::spawn((observer.clone(), observer_inbox), client.clone(), publisher.clone(), metrics.clone());
 
     let stopping = tokio_util::sync::CancellationToken::new();
     {

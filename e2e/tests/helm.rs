@@ -329,6 +329,14 @@ async fn installed_with_helm_it_works_under_the_charts_rbac_and_survives_losing_
     }
     let unused: Vec<_> = granted.difference(&used).collect();
     assert!(unused.is_empty(), "granted but never used: {unused:?}\nused: {used:?}");
+    // Pods are watched only where a policy selects Deployments (the app's namespace, and the
+    // operator's own for its self policy), never cluster-wide: other programs' Pods cost
+    // nothing.
+    let pod_scopes: BTreeSet<String> = audited_namespaces(&username, installed)
+        .into_iter()
+        .filter(|r| r == "pods" || r.starts_with("pods "))
+        .collect();
+    assert_eq!(pod_scopes, BTreeSet::from([format!("pods {}", ns.name), format!("pods {NAMESPACE}")]));
     // Other programs' locks were only read: the one lock written is the operator's own.
     let own_lease = format!("{NAMESPACE}/{RELEASE}");
     let lock_writes: Vec<String> = audited_writes(&username, &["leases", "endpoints", "configmaps"])

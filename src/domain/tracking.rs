@@ -74,10 +74,10 @@ pub trait ClusterView {
     fn lock(&self, lock: &LockKey) -> Option<LockContent>;
     /// Whether the watch that sees this lock has listed.
     fn lock_listed(&self, lock: &LockKey) -> bool;
-    /// Whether the Pods have been listed.
-    fn pods_listed(&self) -> bool;
+    /// Whether the Pods of `namespace` have been listed.
+    fn pods_listed(&self, namespace: &str) -> bool;
     /// The Pod, among those `selectors` select in `namespace`, that `holder` names; `None`
-    /// until the Pods have been listed.
+    /// until the Pods there have been listed.
     fn holder_pod(&self, namespace: &str, holder: &str, selectors: &[Selector]) -> Option<HolderPod>;
 }
 
@@ -356,7 +356,7 @@ impl PolicyTracker {
         let not_found = holder_pod == Some(HolderPod::NotFound);
         let was_not_found = self.holder.not_found_among.is_some();
         self.holder.not_found_among = not_found.then(|| self.deployments.clone());
-        if self.watch.is_some_and(|w| w.leader_pod_label) && view.pods_listed() {
+        if self.watch.is_some_and(|w| w.leader_pod_label) && view.pods_listed(&self.regarding.namespace) {
             let leader_pod = match holder_pod {
                 Some(HolderPod::Found(pod)) => Some(pod),
                 _ => None,
@@ -376,7 +376,7 @@ impl PolicyTracker {
         // What a status says of the holder's Pod needs the Pods listed, too.
         let waiting_for_first_look =
             self.observation.as_ref().and(self.report.lock.as_ref()).is_some_and(|lock| !view.lock_listed(lock))
-                || (!self.pod_selectors.is_empty() && !view.pods_listed());
+                || (!self.pod_selectors.is_empty() && !view.pods_listed(&self.regarding.namespace));
         self.retire_previous_lock(view, actions);
         let concurrent = self.concurrent_leaders();
         if let Some(news) = concurrent.as_ref().filter(|c| self.concurrent.as_ref() != Some(*c)) {
@@ -550,7 +550,8 @@ mod tests {
         fn lock_listed(&self, _: &LockKey) -> bool {
             self.locks.is_some()
         }
-        fn pods_listed(&self) -> bool {
+        fn pods_listed(&self, namespace: &str) -> bool {
+            assert_eq!(namespace, "ns");
             self.pods.is_some()
         }
         fn holder_pod(&self, namespace: &str, holder: &str, selectors: &[Selector]) -> Option<HolderPod> {

@@ -54,9 +54,8 @@ pub enum Message {
     /// one registered since may have been created after the list was taken.
     Retain(Vec<PolicyKey>, Instant),
     Lock(WatchRun, LockEvent),
-    /// A Pod in this namespace appeared, changed or went; `None`: the Pods were (re)listed,
-    /// any namespace may have changed.
-    PodsChanged(Option<String>),
+    /// A Pod in this namespace appeared, changed or went, or its Pods were (re)listed.
+    PodsChanged(String),
 }
 
 /// The receiving end, which the observer task owns.
@@ -92,7 +91,7 @@ impl ObserverHandle {
         self.send(Message::Lock(run, event)).await;
     }
 
-    pub async fn pods_changed(&self, namespace: Option<String>) {
+    pub async fn pods_changed(&self, namespace: String) {
         self.send(Message::PodsChanged(namespace)).await;
     }
 

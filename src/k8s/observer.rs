@@ -2,7 +2,8 @@
 //!
 //! It is fed through its inbox by the policy controller (what each policy's configuration
 //! came to), by the lock watches (what each lock says, and whether the watch can be
-//! trusted) and by the Pod watch. Each policy's bookkeeping is a
+//! trusted) and by the Pod watches of the namespaces where policies select Deployments.
+//! Each policy's bookkeeping is a
 //! [`PolicyTracker`](crate::domain::tracking::PolicyTracker), which decides; this task
 //! routes the inputs to the trackers and carries out the actions they return. Keeping all
 //! of it in one task means no locks, a single writer per status, and a deadline timer per
@@ -116,8 +117,8 @@ impl ClusterView for Caches<'_> {
         self.locks.is_listed(lock)
     }
 
-    fn pods_listed(&self) -> bool {
-        self.pods.is_synced()
+    fn pods_listed(&self, namespace: &str) -> bool {
+        self.pods.is_listed(namespace)
     }
 
     fn holder_pod(&self, namespace: &str, holder: &str, selectors: &[Selector]) -> Option<HolderPod> {
@@ -136,13 +137,12 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Starts the observer task on `inbox`, with its status writer, Event publisher and lock
-    /// watches (which feed `inbox` through `handle`).
+    /// Starts the observer task on `inbox`, with its status writer, Event publisher, lock
+    /// watches and Pod watches (which feed `inbox` through `handle`).
     pub fn spawn(
         (handle, inbox): (ObserverHandle, Inbox),
         client: Client,
         publisher: EventPublisher,
-        pods: PodIndex,
         metrics: Metrics,
     ) {
         let (events, event_receiver) = mpsc::channel(4096);
@@ -153,12 +153,12 @@ impl Observer {
                 routes: HashMap::new(),
                 seen: HashMap::new(),
                 listed: HashMap::new(),
-                watches: LockWatches::new(client.clone(), handle, metrics.clone()),
+                watches: LockWatches::new(client.clone(), handle.clone(), metrics.clone()),
             },
+            pods: PodIndex::new(client.clone(), handle, metrics.clone()),
             timers: DelayQueue::new(),
             status: StatusWriter::spawn(client, metrics.clone(), 4),
             events,
-            pods,
             metrics,
         };
         tokio::spawn(observer.run(inbox));
@@ -195,7 +195,7 @@ impl Observer {
                         let affected: Vec<PolicyKey> = self
                             .entries
                             .keys()
-                            .filter(|policy| namespace.as_ref().is_none_or(|changed| *changed == policy.namespace))
+                            .filter(|policy| policy.namespace == namespace)
                             .cloned()
                             .collect();
                         for policy in affected {
@@ -216,6 +216,15 @@ impl Observer {
 
     async fn register(&mut self, registration: Registration) {
         let key = registration.key();
+        // The Pods of a namespace are watched while a policy there selects Deployments;
+        // started before the tracker looks, which then waits for their list.
+        let needs_pods = !registration.pod_selectors.is_empty();
+        let needed_pods = self.entries.get(&key).is_some_and(|e| !e.tracker.pod_selectors().is_empty());
+        match (needed_pods, needs_pods) {
+            (false, true) => self.pods.watch(&key.namespace),
+            (true, false) => self.pods.unwatch(&key.namespace),
+            _ => {}
+        }
         let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
             tracker: PolicyTracker::new(&registration),
             timer: None,
@@ -232,6 +241,9 @@ impl Observer {
             }
             for lock in entry.tracker.watched_locks() {
                 self.locks.unwatch(policy, lock);
+            }
+            if !entry.tracker.pod_selectors().is_empty() {
+                self.pods.unwatch(&policy.namespace);
             }
         }
         self.metrics.remove_policy(policy);
