@@ -440,11 +440,18 @@ fn conflict(policy: &ElectionPolicy, valid: &ValidPolicy, context: &Context) -> 
         selector: &valid.selector,
         mode: valid.injection.mode,
     };
+    // Only a policy naming a lock of the same name, or (when this one injects) one in the
+    // same namespace, can conflict; the rest are skipped before validating them, which keeps
+    // a reconcile's cost from growing with every policy in the cluster.
+    let injects = valid.injection.mode != InjectionMode::None;
     let others: Vec<(Arc<ElectionPolicy>, ValidPolicy)> = context
         .policies
         .state()
         .into_iter()
         .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter(|p| {
+            p.spec.lock.name == valid.lock.name || (injects && p.namespace().as_deref() == Some(namespace.as_str()))
+        })
         .filter_map(|p| {
             let valid = context.validate(&p).ok()?;
             Some((p, valid))
