@@ -13,6 +13,8 @@
 //   - the operator's RSS (steady, and peak during the initial list), CPU seconds per
 //     minute with and without the noise, the API requests it makes per second (from the
 //     API server's audit log), and its status writes per plain renewal;
+//   - with --noise-pods P: the operator's RSS and CPU over one more steady window, after P
+//     Pending Pods were created in namespaces no policy selects;
 //   - RSS and CPU of kube-state-metrics --resources=leases over the same window;
 //   - alert latency (with --prometheus): from the deadline to the firing alert, for the
 //     chart's ElectionLeaseStale and for the rule users write on kube-state-metrics, both
@@ -71,7 +73,7 @@ var policyGVR = schema.GroupVersionResource{Group: "election.dev", Version: "v1a
 type options struct {
 	kubeconfig, operatorBinary, ksmBinary, auditLog, out, watchLeases string
 	prometheusBinary, rulesFile                                       string
-	policies, noise, transitions, stale                               int
+	policies, noise, noisePods, transitions, stale                    int
 	steady                                                            time.Duration
 }
 
@@ -86,6 +88,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "", "append the Markdown table to this file too")
 	flag.IntVar(&o.policies, "policies", 100, "N: policies, each with a Lease renewed every 2s")
 	flag.IntVar(&o.noise, "noise", 5000, "M: noise Leases in kube-node-lease renewed every 10s")
+	flag.IntVar(&o.noisePods, "noise-pods", 0, "P: Pending Pods in namespaces no policy selects, created for a last steady window")
 	flag.IntVar(&o.transitions, "transitions", 100, "leader changes to time")
 	flag.IntVar(&o.stale, "stale", 50, "leases to let go stale")
 	flag.DurationVar(&o.steady, "steady", 60*time.Second, "length of each steady-state window")
@@ -378,6 +381,15 @@ func scrapeFamily(port int, family string) map[string]float64 {
 	return samples
 }
 
+// sumFamily is the sum of every series of a metric family (0 when none is there yet).
+func sumFamily(port int, family string) float64 {
+	sum := 0.0
+	for _, v := range scrapeFamily(port, family) {
+		sum += v
+	}
+	return sum
+}
+
 // auditedRequests counts the requests a user completed in [from, to), from the audit log.
 func auditedRequests(path, user string, from, to time.Time) int {
 	file, err := os.Open(path)
@@ -409,8 +421,10 @@ func auditedRequests(path, user string, from, to time.Time) int {
 // ---------------------------------------------------------------------------- run
 
 type result struct {
-	n, m                                        int
-	readyIn                                     time.Duration
+	n, m, p                                     int
+	rssPods, cpuPods                            float64
+	readyIn, firstHealthyIn                     time.Duration
+	startWrites                                 string
 	floor, event, status, stale                 []time.Duration
 	rssSteady, rssPeak, cpuPerMin, cpuNoNoise   float64
 	eventsPerRenewal, eventsPerRenewalNoNoise   float64
@@ -438,7 +452,7 @@ func run(o options) error {
 	client := kubernetes.NewForConfigOrDie(config)
 	dyn := dynamic.NewForConfigOrDie(config)
 	ns := fmt.Sprintf("bench-%d", o.policies)
-	r := result{n: o.policies, m: o.noise, ksm: o.ksmBinary != ""}
+	r := result{n: o.policies, m: o.noise, p: o.noisePods, ksm: o.ksmBinary != ""}
 
 	logf("setting up: %d policies with Leases in %s, %d noise Leases in kube-node-lease", o.policies, ns, o.noise)
 	_ = client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
@@ -473,8 +487,8 @@ func run(o options) error {
 		return err
 	}
 	// The policies' status, as a user's watch sees it.
-	statusSeen := newSightings()
-	go watchPolicies(ctx, dyn, ns, statusSeen)
+	statusSeen, states := newSightings(), newPolicyStates()
+	go watchPolicies(ctx, dyn, ns, statusSeen, states)
 
 	kubeconfig, err := operatorKubeconfig(ctx, client, config)
 	if err != nil {
@@ -491,10 +505,18 @@ func run(o options) error {
 		return err
 	}
 	defer operator.stop()
-	if err := waitPolicies(ctx, dyn, ns, o.policies, 5*time.Minute, false); err != nil {
+	// Where the start-up time goes: what the operator has written so far.
+	written := func() string {
+		return fmt.Sprintf("status writes %.0f, Events %.0f, API requests %.0f",
+			scrape(metricsPort, "election_status_writes_total"), sumFamily(metricsPort, "election_events_total"),
+			sumFamily(metricsPort, "election_api_requests_total"))
+	}
+	if err := waitPolicies(states, o.policies, 5*time.Minute, false, written); err != nil {
 		return err
 	}
 	r.readyIn = time.Since(started)
+	r.firstHealthyIn = states.first.Sub(started)
+	r.startWrites = written()
 	_, r.rssPeak = operator.memory()
 	logf("all %d policies Healthy after %s", o.policies, r.readyIn.Round(time.Millisecond))
 
@@ -516,12 +538,12 @@ func run(o options) error {
 	// reporting RenewalsSlow: the run goes on after a while, and the table says how many
 	// policies were renewing on time when the window began.
 	settleFrom := time.Now()
-	if err := waitPolicies(ctx, dyn, ns, o.policies, 2*time.Minute, true); err != nil {
+	if err := waitPolicies(states, o.policies, 2*time.Minute, true, nil); err != nil {
 		logf("%v; measuring anyway", err)
 	} else {
 		logf("all renewing on time after another %s", time.Since(settleFrom).Round(time.Millisecond))
 	}
-	r.onTimeAtStart = countPolicies(ctx, dyn, ns, true)
+	r.onTimeAtStart = states.count(true)
 
 	logf("steady state with noise: %s", o.steady)
 	user := fmt.Sprintf("system:serviceaccount:%s:%s", operatorNS, operatorAccount)
@@ -564,6 +586,21 @@ func run(o options) error {
 	r.cpuNoNoise = (operator.cpu() - cpu0) / time.Since(from).Minutes()
 	r.eventsPerRenewalNoNoise = (scrape(metricsPort, lockEvents) - events0) / float64(max(apps.renewals.Load()-renewals0, 1))
 	noise.paused.Store(false)
+
+	if o.noisePods > 0 {
+		// Pods of other programs, in namespaces no policy selects: the operator's memory and
+		// CPU must not grow with them.
+		logf("creating %d noise Pods in %d namespaces", o.noisePods, noisePodNamespaces)
+		defer deleteNoisePods(client)
+		if err := createNoisePods(ctx, client, o.noisePods); err != nil {
+			return err
+		}
+		logf("steady state with %d noise Pods: %s", o.noisePods, o.steady)
+		cpu0, from = operator.cpu(), time.Now()
+		time.Sleep(o.steady)
+		r.cpuPods = (operator.cpu() - cpu0) / time.Since(from).Minutes()
+		r.rssPods, _ = operator.memory()
+	}
 
 	logf("timing %d leader changes", o.transitions)
 	names := append([]string(nil), apps.order...)
@@ -668,6 +705,64 @@ func run(o options) error {
 	return nil
 }
 
+const noisePodNamespaces = 10
+
+// createNoisePods creates count Pods, spread over noisePodNamespaces namespaces, that stay
+// Pending: they name a scheduler that does not exist, so nothing schedules or runs them.
+func createNoisePods(ctx context.Context, client kubernetes.Interface, count int) error {
+	for i := 0; i < noisePodNamespaces; i++ {
+		namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-noise-pods-%d", i)}}
+		if _, err := client.CoreV1().Namespaces().Create(ctx, namespace, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return err
+		}
+	}
+	work := make(chan int)
+	errs := make(chan error, 1)
+	var wg sync.WaitGroup
+	for w := 0; w < 32; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				pod := &corev1.Pod{
+					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("noise-%d", i), Labels: map[string]string{"election-bench": "noise", "app": fmt.Sprintf("noise-%d", i%50)}},
+					Spec: corev1.PodSpec{
+						SchedulerName: "election-bench-none",
+						Containers:    []corev1.Container{{Name: "app", Image: "localhost/pause:e2e"}},
+					},
+				}
+				namespace := fmt.Sprintf("bench-noise-pods-%d", i%noisePodNamespaces)
+				if _, err := client.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+					select {
+					case errs <- fmt.Errorf("creating noise pod %s/%s: %w", namespace, pod.Name, err):
+					default:
+					}
+				}
+			}
+		}()
+	}
+	for i := 0; i < count; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errs:
+		return err
+	default:
+		return nil
+	}
+}
+
+func deleteNoisePods(client kubernetes.Interface) {
+	for i := 0; i < noisePodNamespaces; i++ {
+		_ = client.CoreV1().Namespaces().Delete(context.Background(), fmt.Sprintf("bench-noise-pods-%d", i), metav1.DeleteOptions{})
+	}
+	for i := 0; i < noisePodNamespaces; i++ {
+		waitGone(context.Background(), client, fmt.Sprintf("bench-noise-pods-%d", i))
+	}
+}
+
 func createPolicies(ctx context.Context, dyn dynamic.Interface, ns string, names []string) error {
 	work := make(chan string)
 	errs := make(chan error, len(names))
@@ -735,28 +830,19 @@ func waitGone(ctx context.Context, client kubernetes.Interface, ns string) {
 	}
 }
 
-// countPolicies counts the Healthy policies (and, with onTime, those also free of
-// RenewalsSlow: their LeaderHealthy reason is LeaderRenewing).
-func countPolicies(ctx context.Context, dyn dynamic.Interface, ns string, onTime bool) int {
-	list, err := dyn.Resource(policyGVR).Namespace(ns).List(ctx, metav1.ListOptions{})
-	if err != nil {
-		return -1
-	}
-	healthy := 0
-	for _, item := range list.Items {
-		if state, _, _ := unstructured.NestedString(item.Object, "status", "state"); state == "Healthy" && (!onTime || renewing(item.Object)) {
-			healthy++
-		}
-	}
-	return healthy
-}
-
 // waitPolicies waits until all count policies are Healthy and, with onTime, also free of
-// RenewalsSlow.
-func waitPolicies(ctx context.Context, dyn dynamic.Interface, ns string, count int, timeout time.Duration, onTime bool) error {
-	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
-		if countPolicies(ctx, dyn, ns, onTime) == count {
+// RenewalsSlow (their LeaderHealthy reason is LeaderRenewing). With progress, it logs once a
+// second how far the operator got and what it has written.
+func waitPolicies(states *policyStates, count int, timeout time.Duration, onTime bool, progress func() string) error {
+	lastLog := time.Now()
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		healthy := states.count(onTime)
+		if healthy == count {
 			return nil
+		}
+		if progress != nil && time.Since(lastLog) >= time.Second {
+			logf("  %d / %d Healthy; %s", healthy, count, progress())
+			lastLog = time.Now()
 		}
 	}
 	return fmt.Errorf("not all %d policies became Healthy (on time: %t) within %s", count, onTime, timeout)
@@ -857,7 +943,49 @@ func startBareWatch(ctx context.Context, kubeconfig, ns string, seen *sightings)
 	return nil
 }
 
-func watchPolicies(ctx context.Context, dyn dynamic.Interface, ns string, seen *sightings) {
+// policyStates is what a watch on the policies shows of each one's state: counting from it
+// puts no load on the API server, where listing 1000 policies every 200 ms would.
+type policyStates struct {
+	mu      sync.Mutex
+	healthy map[string]bool
+	onTime  map[string]bool
+	first   time.Time // when the first policy was seen Healthy
+}
+
+func newPolicyStates() *policyStates {
+	return &policyStates{healthy: map[string]bool{}, onTime: map[string]bool{}}
+}
+
+func (p *policyStates) record(item *unstructured.Unstructured, deleted bool) {
+	state, _, _ := unstructured.NestedString(item.Object, "status", "state")
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	healthy := !deleted && state == "Healthy"
+	p.healthy[item.GetName()] = healthy
+	p.onTime[item.GetName()] = healthy && renewing(item.Object)
+	if healthy && p.first.IsZero() {
+		p.first = time.Now()
+	}
+}
+
+// count is the number of Healthy policies (with onTime, also free of RenewalsSlow).
+func (p *policyStates) count(onTime bool) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	counted := p.healthy
+	if onTime {
+		counted = p.onTime
+	}
+	n := 0
+	for _, yes := range counted {
+		if yes {
+			n++
+		}
+	}
+	return n
+}
+
+func watchPolicies(ctx context.Context, dyn dynamic.Interface, ns string, seen *sightings, states *policyStates) {
 	for ctx.Err() == nil {
 		w, err := dyn.Resource(policyGVR).Namespace(ns).Watch(ctx, metav1.ListOptions{})
 		if err != nil {
@@ -866,6 +994,7 @@ func watchPolicies(ctx context.Context, dyn dynamic.Interface, ns string, seen *
 		}
 		for event := range w.ResultChan() {
 			if item, ok := event.Object.(*unstructured.Unstructured); ok {
+				states.record(item, event.Type == watch.Deleted)
 				if leader, _, _ := unstructured.NestedString(item.Object, "status", "leader"); leader != "" {
 					seen.saw(item.GetName(), leader, time.Now())
 				}
@@ -906,7 +1035,11 @@ func percentile(values []time.Duration, p float64) string {
 
 func (r result) markdown() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "\n### N = %d policies, M = %d noise Leases\n\n", r.n, r.m)
+	if r.p > 0 {
+		fmt.Fprintf(&b, "\n### N = %d policies, M = %d noise Leases, %d noise Pods\n\n", r.n, r.m, r.p)
+	} else {
+		fmt.Fprintf(&b, "\n### N = %d policies, M = %d noise Leases\n\n", r.n, r.m)
+	}
 	fmt.Fprintf(&b, "| measure | election-operator | floor / peer |\n|---|---|---|\n")
 	fmt.Fprintf(&b, "| transition → LeaderChanged Event, p50 / p99 | %s / %s | bare watch: %s / %s |\n",
 		percentile(r.event, .5), percentile(r.event, .99), percentile(r.floor, .5), percentile(r.floor, .99))
@@ -935,6 +1068,14 @@ func (r result) markdown() string {
 		noiseEffect = (r.cpuPerMin - r.cpuNoNoise) / r.cpuNoNoise * 100
 	}
 	fmt.Fprintf(&b, "| CPU seconds per minute without noise | %.2f (with noise: %+.1f%%) | |\n", r.cpuNoNoise, noiseEffect)
+	if r.p > 0 {
+		growth := 0.0
+		if r.rssSteady > 0 {
+			growth = (r.rssPods - r.rssSteady) / r.rssSteady * 100
+		}
+		fmt.Fprintf(&b, "| RSS steady with %d noise Pods | %.1f MiB (without them: %+.1f%%) | (kube-state-metrics runs with --resources=leases: Pods are not its concern) |\n", r.p, r.rssPods, growth)
+		fmt.Fprintf(&b, "| CPU seconds per minute with %d noise Pods | %.2f (%.1f%% of a core) | |\n", r.p, r.cpuPods, r.cpuPods/60*100)
+	}
 	fmt.Fprintf(&b, "| lock watch events received per renewal, with / without noise | %.3f / %.3f | |\n", r.eventsPerRenewal, r.eventsPerRenewalNoNoise)
 	fmt.Fprintf(&b, "| API requests per second made | %.2f | |\n", r.apiPerSec)
 	steady := "none"
@@ -946,6 +1087,7 @@ func (r result) markdown() string {
 	fmt.Fprintf(&b, "| status writes per plain renewal | %.4f (%d renewals) | generator renewals acknowledged > %s after the previous one: %d |\n",
 		r.writesPerRenewal, r.renewals, slowRenewalAfter, r.lateRenewals)
 	fmt.Fprintf(&b, "| time to all policies Healthy from start | %s | |\n", r.readyIn.Round(time.Millisecond))
+	fmt.Fprintf(&b, "| start: first policy Healthy; written until all were | %s; %s | |\n", r.firstHealthyIn.Round(time.Millisecond), r.startWrites)
 	fmt.Fprintf(&b, "| samples | %d transitions (%d without Event), %d stale (%d without Event), %d renewal errors | |\n",
 		len(r.event), r.transitionsMissed, len(r.stale), r.staleMissed, r.renewErrors)
 	return b.String()
