@@ -121,7 +121,7 @@ pub fn render(
                 reason: reason.into(),
                 message,
                 observed_generation: report.generation,
-                last_transition_time: since.unwrap_or(Time(now)),
+                last_transition_time: since.unwrap_or_else(|| stored_time(now)),
             }
         })
         .collect();
@@ -132,8 +132,8 @@ pub fn render(
         acquire_time: record
             .and_then(LeaderElectionRecord::acquire_timestamp)
             .filter(|_| watched.is_some_and(|o| !o.leader().is_empty()))
-            .map(Time),
-        last_observed_renewal: watched.and_then(LockObservation::last_change).map(|m| Time(m.wall)),
+            .map(stored_time),
+        last_observed_renewal: watched.and_then(LockObservation::last_change).map(|m| stored_time(m.wall)),
         state: Some(state),
         lock: report.lock.as_ref().map(ToString::to_string),
         injected_deployments: injected,
@@ -141,6 +141,14 @@ pub fn render(
         conditions,
         history: history.to_vec(),
     }
+}
+
+/// `at` as the API server stores a `metav1.Time`: in whole seconds. A status holds only
+/// such times, so the status the operator last wrote equals the one it reads back after a
+/// restart; a lock's `acquireTime` in microseconds would otherwise make every status look
+/// changed, and a restart rewrite them all.
+pub fn stored_time(at: Timestamp) -> Time {
+    Time(Timestamp::from_second(at.as_second()).unwrap_or(at))
 }
 
 /// Whether two statuses differ in anything worth a write. The time of the last observed
@@ -415,7 +423,7 @@ mod tests {
         let first = render(&r, &Seen::of(Some(&o), &HolderCheck::default()), None, t0.wall);
         let later = t0.after(Duration::from_secs(60));
         let second = render(&r, &Seen::of(Some(&o), &HolderCheck::default()), Some(&first), later.wall);
-        assert_eq!(condition(&second, "Ready").last_transition_time, Time(t0.wall));
+        assert_eq!(condition(&second, "Ready").last_transition_time, stored_time(t0.wall));
     }
 
     #[test]

@@ -11,7 +11,6 @@
 
 use std::time::{Duration, Instant};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::Selector;
 
 use crate::{
@@ -26,7 +25,7 @@ use crate::{
         observation::{Health, LockObservation, Moment, Occurrence, Resumed},
         policy_key::PolicyKey,
         reasons::condition,
-        status::{ConfigOutcome, ConfigReport, Seen, differs_for_users, render},
+        status::{ConfigOutcome, ConfigReport, Seen, differs_for_users, render, stored_time},
         validation::Detection,
     },
 };
@@ -320,8 +319,10 @@ impl PolicyTracker {
                 _ => continue,
             };
             let seconds = leaderless.map(|d| d.as_millis() as f64 / 1000.0);
-            self.history
-                .insert(0, LeaderChange { holder: holder.clone(), since: Time(now.wall), leaderless_seconds: seconds });
+            self.history.insert(
+                0,
+                LeaderChange { holder: holder.clone(), since: stored_time(now.wall), leaderless_seconds: seconds },
+            );
             self.history.truncate(HISTORY_LENGTH);
             actions.extend(leaderless.map(Action::Failover));
         }
@@ -526,6 +527,7 @@ mod tests {
     use std::collections::{BTreeMap, HashMap};
 
     use jiff::Timestamp;
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use kube::core::SelectorExt;
 
     use super::*;
@@ -818,6 +820,29 @@ mod tests {
         let other = ElectionPolicyStatus { lock: Some("leases/ns/other".into()), ..status };
         let (_, fresh) = electing(Registration { current_status: Some(other), ..injected() }, &view);
         assert_eq!(publishes(&fresh).iter().map(|n| n.reason).collect::<Vec<_>>(), ["LeaderElected"]);
+    }
+
+    #[test]
+    fn a_restart_writes_nothing_when_the_stored_status_is_current() {
+        // client-go writes acquireTime in microseconds; the API server keeps a status's times
+        // in whole seconds. What comes back after a restart must compare equal.
+        let precise = LockContent::Record(LeaderElectionRecord {
+            holder_identity: "web-1".into(),
+            lease_duration_seconds: 15,
+            acquire_time: Some("2026-12-01T10:00:00.123456Z".into()),
+            renew_time: Some("2026-12-01T10:00:05.654321Z".into()),
+            leader_transitions: 1,
+        });
+        let view = listed(precise, &["web-1"]);
+        let later = Moment { wall: at_second(7).wall.checked_add(Duration::from_millis(250)).unwrap(), ..at_second(7) };
+        let mut tracker = PolicyTracker::new(&injected());
+        let actions = tracker.register(injected(), &view, later);
+        let status = written(&actions).remove(0);
+        let stored: ElectionPolicyStatus = serde_json::from_value(serde_json::to_value(&status).unwrap()).unwrap();
+
+        let registration = Registration { current_status: Some(stored), ..injected() };
+        let resumed = PolicyTracker::new(&registration).register(registration, &view, at_second(9));
+        assert_eq!(written(&resumed), [], "nothing users see has changed");
     }
 
     #[test]
