@@ -93,6 +93,12 @@ struct Args {
     #[arg(long, env = "ELECTION_OPERATOR_MAX_CONCURRENT_RECONCILES", default_value_t = 4)]
     max_concurrent_reconciles: u16,
 
+    /// Status writes, and Events, in flight at once. Each status write costs the API server
+    /// far more than a lock renewal; more at once starts faster only while the API server has
+    /// CPU to spare, and past that slows everyone's writes, the renewals it watches included.
+    #[arg(long, env = "ELECTION_OPERATOR_MAX_CONCURRENT_WRITES", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=256))]
+    max_concurrent_writes: u16,
+
     /// Threads running the operator's tasks. Its work is watch events handed from task to
     /// task; with one thread those hand-offs need no cross-thread wake-ups, which cost a
     /// fifth of its CPU with two (BENCHMARKS.md). Raise it for very large clusters.
@@ -239,6 +245,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             watched_namespaces,
         },
         concurrency: args.max_concurrent_reconciles,
+        write_concurrency: args.max_concurrent_writes,
         identity,
         election,
     };

@@ -33,6 +33,8 @@ use crate::{
 pub struct Settings {
     pub options: PolicyOptions,
     pub concurrency: u16,
+    /// Status writes, and Event writes, in flight at once.
+    pub write_concurrency: u16,
     /// This process's name in Events and in the leader-election Lease.
     pub identity: String,
     /// `Some` with --leader-elect.
@@ -108,7 +110,13 @@ pub async fn run(
     }
     let publisher = EventPublisher::new(client.clone(), settings.identity.clone(), metrics.clone());
     let (observer, observer_inbox) = inbox();
-    Observer::spawn((observer.clone(), observer_inbox), client.clone(), publisher.clone(), metrics.clone());
+    Observer::spawn(
+        (observer.clone(), observer_inbox),
+        client.clone(),
+        publisher.clone(),
+        metrics.clone(),
+        usize::from(settings.write_concurrency),
+    );
 
     let stopping = tokio_util::sync::CancellationToken::new();
     {

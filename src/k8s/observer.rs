@@ -137,16 +137,18 @@ pub struct Observer {
 }
 
 impl Observer {
-    /// Starts the observer task on `inbox`, with its status writer, Event publisher, lock
-    /// watches and Pod watches (which feed `inbox` through `handle`).
+    /// Starts the observer task on `inbox`, with its status writer, Event publisher (each
+    /// with `writers` requests in flight at most), lock watches and Pod watches (which feed
+    /// `inbox` through `handle`).
     pub fn spawn(
         (handle, inbox): (ObserverHandle, Inbox),
         client: Client,
         publisher: EventPublisher,
         metrics: Metrics,
+        writers: usize,
     ) {
         let (events, event_receiver) = mpsc::channel(4096);
-        tokio::spawn(publish_events(publisher, event_receiver));
+        tokio::spawn(publish_events(publisher, event_receiver, writers));
         let observer = Observer {
             entries: HashMap::new(),
             locks: LockTable {
@@ -157,7 +159,7 @@ impl Observer {
             },
             pods: PodIndex::new(client.clone(), handle, metrics.clone()),
             timers: DelayQueue::new(),
-            status: StatusWriter::spawn(client, metrics.clone(), 4),
+            status: StatusWriter::spawn(client, metrics.clone(), writers),
             events,
             metrics,
         };
@@ -333,9 +335,8 @@ fn arm(
 
 /// Publishes Events off the observer's path: in parallel across policies, in order within
 /// one (each policy always goes to the same worker).
-async fn publish_events(publisher: EventPublisher, mut events: mpsc::Receiver<(Regarding, Notice)>) {
-    const WORKERS: usize = 8;
-    let workers: Vec<mpsc::Sender<(Regarding, Notice)>> = (0..WORKERS)
+async fn publish_events(publisher: EventPublisher, mut events: mpsc::Receiver<(Regarding, Notice)>, workers: usize) {
+    let workers: Vec<mpsc::Sender<(Regarding, Notice)>> = (0..workers.max(1))
         .map(|_| {
             let (sender, mut receiver) = mpsc::channel::<(Regarding, Notice)>(1024);
             let publisher = publisher.clone();
@@ -348,7 +349,8 @@ async fn publish_events(publisher: EventPublisher, mut events: mpsc::Receiver<(R
         })
         .collect();
     while let Some((regarding, notice)) = events.recv().await {
-        let shard = crate::domain::fnv1a(&format!("{}/{}", regarding.namespace, regarding.name)) as usize % WORKERS;
+        let shard =
+            crate::domain::fnv1a(&format!("{}/{}", regarding.namespace, regarding.name)) as usize % workers.len();
         let _ = workers[shard].send((regarding, notice)).await;
     }
 }
