@@ -47,7 +47,7 @@ e2e: ## End-to-end tests: starts the local control plane, runs them, stops it
 	e2e/run-tests
 
 .PHONY: bench
-bench: check-free ## Benchmark: N=100 and N=1000 policies, 5000 noise Leases, next to kube-state-metrics
+bench: check-free ## Benchmark: N=100, 1000 and 10000 policies, 5000 noise Leases, next to kube-state-metrics
 	e2e/run-bench
 
 .PHONY: crd

@@ -21,7 +21,8 @@ const alertInterval = 5 * time.Second
 
 // The kube-state-metrics rule: the lease's renew time is older than its leaseDuration.
 // kube-state-metrics exports no leaseDuration, so users write it into the rule.
-var ksmRule = fmt.Sprintf(`groups:
+func ksmRule(leaseSeconds int32) string {
+	return fmt.Sprintf(`groups:
   - name: kube-state-metrics
     rules:
       - alert: LeaseNotRenewed
@@ -29,6 +30,7 @@ var ksmRule = fmt.Sprintf(`groups:
         labels:
           severity: critical
 `, leaseSeconds)
+}
 
 type prometheus struct {
 	process *process
@@ -38,13 +40,13 @@ type prometheus struct {
 // startPrometheus runs Prometheus on the chart's rules (rulesFile) and the
 // kube-state-metrics rule, scraping the operator at operatorPort and, when ksmPort > 0,
 // kube-state-metrics.
-func startPrometheus(binary, rulesFile string, port, operatorPort, ksmPort int) (*prometheus, error) {
+func startPrometheus(binary, rulesFile string, port, operatorPort, ksmPort int, leaseSeconds int32) (*prometheus, error) {
 	dir, err := os.MkdirTemp("", "bench-prometheus-")
 	if err != nil {
 		return nil, err
 	}
 	ksmRules := filepath.Join(dir, "kube-state-metrics.rules.yaml")
-	if err := os.WriteFile(ksmRules, []byte(ksmRule), 0o644); err != nil {
+	if err := os.WriteFile(ksmRules, []byte(ksmRule(leaseSeconds)), 0o644); err != nil {
 		return nil, err
 	}
 	rules, err := filepath.Abs(rulesFile)

@@ -1,7 +1,8 @@
 // Command bench measures election-operator on the local real control plane (make bench).
 //
-// For N policies it creates N Leases that a load generator renews every 2 s (many Leases
-// per process, as client-go programs would, one Update per renewal), plus M noise Leases
+// For N policies it creates N Leases that a load generator renews every --renew-every
+// (default 2 s; the policies' timings follow it, see timingsFor; many Leases per process, as
+// client-go programs would, one Update per renewal), plus M noise Leases
 // in kube-node-lease renewed every 10 s that belong to no policy. It runs the operator (and
 // kube-state-metrics, the peer users run today) against that cluster and measures:
 //
@@ -10,6 +11,10 @@
 //     watch on the same Leases in the same run (the floor on this machine);
 //   - stale latency: from the deadline (last acknowledged renewal + leaseDuration) to the
 //     LeaseStale Event;
+//   - the start: from the operator's start until a LIST shows every policy Healthy (and
+//     until a watch saw it), with what the operator wrote meanwhile; and a restart, when
+//     every status is already written: until the operator's metrics show every policy
+//     Healthy, and what the new process wrote;
 //   - the operator's RSS (steady, and peak during the initial list), CPU seconds per
 //     minute with and without the noise, the API requests it makes per second (from the
 //     API server's audit log), and its status writes per plain renewal;
@@ -59,14 +64,43 @@ import (
 )
 
 const (
-	renewEvery      = 2 * time.Second
 	noiseRenewEvery = 10 * time.Second
-	leaseSeconds    = 15
-	// The operator's default detection.slowRenewalAfter.
-	slowRenewalAfter = 5 * time.Second
-	operatorAccount  = "bench-operator"
-	operatorNS       = "election-system"
+	operatorAccount = "bench-operator"
+	operatorNS      = "election-system"
 )
+
+// timings are the policies' election timings for a renewal period. At 2 s they are
+// client-go's defaults as kube-controller-manager uses them (renew every retryPeriod 2s,
+// renewDeadline 10s, leaseDuration 15s) and the operator's default slowRenewalAfter 5s. A
+// longer period keeps the margins client-go's validation asks for (renewDeadline > 1.2 ×
+// retryPeriod, leaseDuration > renewDeadline) and lets a renewal be half a period late
+// before it counts as slow.
+type timings struct {
+	renewEvery, renewDeadline, leaseDuration, slowRenewalAfter time.Duration
+}
+
+func timingsFor(renewEvery time.Duration) timings {
+	return timings{
+		renewEvery:       renewEvery,
+		renewDeadline:    max(10*time.Second, renewEvery*5/4),
+		leaseDuration:    max(15*time.Second, 2*renewEvery).Truncate(time.Second),
+		slowRenewalAfter: max(5*time.Second, renewEvery*3/2),
+	}
+}
+
+func (t timings) leaseSeconds() int32 { return int32(t.leaseDuration / time.Second) }
+
+// policySpec is the timings as an ElectionPolicy spec sets them; at 2 s the defaults, unset.
+func (t timings) policySpec() map[string]any {
+	if t == timingsFor(2*time.Second) {
+		return map[string]any{}
+	}
+	return map[string]any{
+		"leaseDuration": t.leaseDuration.String(), "renewDeadline": t.renewDeadline.String(),
+		"retryPeriod": t.renewEvery.String(),
+		"detection":   map[string]any{"slowRenewalAfter": t.slowRenewalAfter.String()},
+	}
+}
 
 var policyGVR = schema.GroupVersionResource{Group: "election.dev", Version: "v1alpha1", Resource: "electionpolicies"}
 
@@ -74,7 +108,7 @@ type options struct {
 	kubeconfig, operatorBinary, ksmBinary, auditLog, out, watchLeases string
 	prometheusBinary, rulesFile                                       string
 	policies, noise, noisePods, transitions, stale                    int
-	steady                                                            time.Duration
+	steady, renewEvery                                                time.Duration
 }
 
 func main() {
@@ -86,7 +120,8 @@ func main() {
 	flag.StringVar(&o.rulesFile, "rules", "", "the chart's alert rules as a Prometheus rule file (e2e/bin/render-rules)")
 	flag.StringVar(&o.auditLog, "audit-log", "e2e/.cluster/logs/audit.log", "the API server's audit log")
 	flag.StringVar(&o.out, "out", "", "append the Markdown table to this file too")
-	flag.IntVar(&o.policies, "policies", 100, "N: policies, each with a Lease renewed every 2s")
+	flag.IntVar(&o.policies, "policies", 100, "N: policies, each with a Lease renewed every --renew-every")
+	flag.DurationVar(&o.renewEvery, "renew-every", 2*time.Second, "renewal period of the policies' Leases; the policies' timings follow it")
 	flag.IntVar(&o.noise, "noise", 5000, "M: noise Leases in kube-node-lease renewed every 10s")
 	flag.IntVar(&o.noisePods, "noise-pods", 0, "P: Pending Pods in namespaces no policy selects, created for a last steady window")
 	flag.IntVar(&o.transitions, "transitions", 100, "leader changes to time")
@@ -125,6 +160,7 @@ type generator struct {
 	leases   map[string]*lease
 	order    []string
 	period   time.Duration
+	timings  timings
 	renewals atomic.Int64
 	errors   atomic.Int64
 	paused   atomic.Bool
@@ -135,8 +171,8 @@ type generator struct {
 	late atomic.Int64
 }
 
-func newGenerator(ctx context.Context, client kubernetes.Interface, ns, prefix string, count int, labels map[string]string, period time.Duration) (*generator, error) {
-	g := &generator{client: client, ns: ns, leases: map[string]*lease{}, period: period}
+func newGenerator(ctx context.Context, client kubernetes.Interface, ns, prefix string, count int, labels map[string]string, t timings) (*generator, error) {
+	g := &generator{client: client, ns: ns, leases: map[string]*lease{}, period: t.renewEvery, timings: t}
 	names := make(chan int)
 	var mu sync.Mutex
 	var firstErr error
@@ -151,7 +187,7 @@ func newGenerator(ctx context.Context, client kubernetes.Interface, ns, prefix s
 				obj := &coordinationv1.Lease{
 					ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 					Spec: coordinationv1.LeaseSpec{
-						HolderIdentity: ptr.To(name + "-a"), LeaseDurationSeconds: ptr.To(int32(leaseSeconds)),
+						HolderIdentity: ptr.To(name + "-a"), LeaseDurationSeconds: ptr.To(t.leaseSeconds()),
 						AcquireTime: &now, RenewTime: &now, LeaseTransitions: ptr.To(int32(0)),
 					},
 				}
@@ -200,7 +236,7 @@ func (g *generator) renew(ctx context.Context, name string) (bool, error) {
 	}
 	previous := l.lastAck
 	acked, err := g.updateLocked(ctx, name, l, renew)
-	if err == nil && acked.Sub(previous) > slowRenewalAfter {
+	if err == nil && acked.Sub(previous) > g.timings.slowRenewalAfter {
 		g.late.Add(1)
 	}
 	return err == nil, err
@@ -381,6 +417,32 @@ func scrapeFamily(port int, family string) map[string]float64 {
 	return samples
 }
 
+// scrapePrefixed returns, from one scrape, every sample whose series starts with one of
+// the prefixes.
+func scrapePrefixed(port int, prefixes ...string) map[string]float64 {
+	samples := map[string]float64{}
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		return samples
+	}
+	defer resp.Body.Close()
+	scanner := bufio.NewScanner(resp.Body)
+	scanner.Buffer(make([]byte, 1<<20), 1<<24)
+	for scanner.Scan() {
+		line := scanner.Text()
+		for _, prefix := range prefixes {
+			if strings.HasPrefix(line, prefix) {
+				if i := strings.LastIndexByte(line, ' '); i > 0 {
+					v, _ := strconv.ParseFloat(line[i+1:], 64)
+					samples[line[:i]] = v
+				}
+				break
+			}
+		}
+	}
+	return samples
+}
+
 // sumFamily is the sum of every series of a metric family (0 when none is there yet).
 func sumFamily(port int, family string) float64 {
 	sum := 0.0
@@ -422,9 +484,11 @@ func auditedRequests(path, user string, from, to time.Time) int {
 
 type result struct {
 	n, m, p                                     int
+	timings                                     timings
 	rssPods, cpuPods                            float64
-	readyIn, firstHealthyIn                     time.Duration
-	startWrites                                 string
+	readyIn, watchedIn, firstHealthyIn          time.Duration
+	restartIn                                   time.Duration
+	startWrites, restartWrites                  string
 	floor, event, status, stale                 []time.Duration
 	rssSteady, rssPeak, cpuPerMin, cpuNoNoise   float64
 	eventsPerRenewal, eventsPerRenewalNoNoise   float64
@@ -452,11 +516,21 @@ func run(o options) error {
 	client := kubernetes.NewForConfigOrDie(config)
 	dyn := dynamic.NewForConfigOrDie(config)
 	ns := fmt.Sprintf("bench-%d", o.policies)
-	r := result{n: o.policies, m: o.noise, p: o.noisePods, ksm: o.ksmBinary != ""}
+	r := result{n: o.policies, m: o.noise, p: o.noisePods, ksm: o.ksmBinary != "", timings: timingsFor(o.renewEvery)}
 
 	logf("setting up: %d policies with Leases in %s, %d noise Leases in kube-node-lease", o.policies, ns, o.noise)
 	_ = client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 	waitGone(ctx, client, ns)
+	// A run before this one left its noise Pods' namespaces terminating. Pods cannot be
+	// created in them, and their deletion must not load this run's measurements with Pods;
+	// a run without noise Pods says whether the deletion still goes on, and does not wait.
+	for i := 0; i < noisePodNamespaces; i++ {
+		if o.noisePods > 0 {
+			waitGone(ctx, client, noisePodNamespace(i))
+		} else if _, err := client.CoreV1().Namespaces().Get(ctx, noisePodNamespace(i), metav1.GetOptions{}); err == nil {
+			logf("namespace %s (noise Pods of a run before) is still being deleted", noisePodNamespace(i))
+		}
+	}
 	if _, err := client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
 		return err
 	}
@@ -464,15 +538,15 @@ func run(o options) error {
 		_ = client.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{})
 		_ = client.CoordinationV1().Leases("kube-node-lease").DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "election-bench=noise"})
 	}()
-	apps, err := newGenerator(ctx, client, ns, "app", o.policies, nil, renewEvery)
+	apps, err := newGenerator(ctx, client, ns, "app", o.policies, nil, timingsFor(o.renewEvery))
 	if err != nil {
 		return fmt.Errorf("creating leases: %w", err)
 	}
-	noise, err := newGenerator(ctx, client, "kube-node-lease", "node", o.noise, map[string]string{"election-bench": "noise"}, noiseRenewEvery)
+	noise, err := newGenerator(ctx, client, "kube-node-lease", "node", o.noise, map[string]string{"election-bench": "noise"}, timingsFor(noiseRenewEvery))
 	if err != nil {
 		return fmt.Errorf("creating noise leases: %w", err)
 	}
-	if err := createPolicies(ctx, dyn, ns, apps.order); err != nil {
+	if err := createPolicies(ctx, dyn, ns, apps.order, apps.timings); err != nil {
 		return err
 	}
 	// Enough concurrent renewers that the API server's latency, not their number, sets the
@@ -497,28 +571,84 @@ func run(o options) error {
 	metricsPort := 18180 + o.policies%100
 	logf("starting the operator")
 	started := time.Now()
-	operator, err := start("operator", o.operatorBinary, []string{"KUBECONFIG=" + kubeconfig, "RUST_LOG=info"},
-		fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", metricsPort+1000),
-		// Plain HTTP on loopback: the bench reads the metrics itself.
-		"--metrics-secure=false")
+	startOperator := func() (*process, error) {
+		return start("operator", o.operatorBinary, []string{"KUBECONFIG=" + kubeconfig, "RUST_LOG=info"},
+			fmt.Sprintf("--metrics-bind-address=127.0.0.1:%d", metricsPort), fmt.Sprintf("--health-probe-bind-address=127.0.0.1:%d", metricsPort+1000),
+			// Plain HTTP on loopback: the bench reads the metrics itself.
+			"--metrics-secure=false")
+	}
+	operator, err := startOperator()
 	if err != nil {
 		return err
 	}
-	defer operator.stop()
+	// The operator is restarted below: stop whichever process runs at the end.
+	defer func() { operator.stop() }()
 	// Where the start-up time goes: what the operator has written so far.
+	// One scrape for the three, and not more than once per N/1000 seconds: at N = 10000 the
+	// operator renders some 150000 series per scrape, load the measurement would add.
+	scrapeEvery := max(time.Second, time.Duration(o.policies)*time.Millisecond)
+	var lastWritten string
+	var lastScrape time.Time
 	written := func() string {
-		return fmt.Sprintf("status writes %.0f, Events %.0f, API requests %.0f",
-			scrape(metricsPort, "election_status_writes_total"), sumFamily(metricsPort, "election_events_total"),
-			sumFamily(metricsPort, "election_api_requests_total"))
+		if time.Since(lastScrape) >= scrapeEvery {
+			lastScrape = time.Now()
+			status, events, requests := 0.0, 0.0, 0.0
+			for series, value := range scrapePrefixed(metricsPort, "election_status_writes_total", "election_events_total", "election_api_requests_total") {
+				switch {
+				case strings.HasPrefix(series, "election_status_writes_total"):
+					status += value
+				case strings.HasPrefix(series, "election_events_total"):
+					events += value
+				default:
+					requests += value
+				}
+			}
+			lastWritten = fmt.Sprintf("status writes %.0f, Events %.0f, API requests %.0f", status, events, requests)
+		}
+		return lastWritten
 	}
-	if err := waitPolicies(states, o.policies, 5*time.Minute, false, written); err != nil {
+	// Every fresh policy needs one status write, which costs the API server milliseconds of
+	// CPU: the wait grows with N.
+	// A saturated API server delivers watch events seconds late, and the watch then says
+	// less than a LIST does (what kubectl get shows): once the operator has written a
+	// status for every policy, a LIST says when they are all Healthy: twice a second, less
+	// often for large N, as a LIST costs the API server in proportion.
+	listEvery, lastList := max(500*time.Millisecond, time.Duration(o.policies)*500*time.Microsecond), time.Time{}
+	listed := func() bool {
+		if time.Since(lastList) < listEvery || scrape(metricsPort, "election_status_writes_total") < float64(o.policies) {
+			return false
+		}
+		lastList = time.Now()
+		list, err := dyn.Resource(policyGVR).Namespace(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false
+		}
+		healthy := 0
+		for _, item := range list.Items {
+			if state, _, _ := unstructured.NestedString(item.Object, "status", "state"); state == "Healthy" {
+				healthy++
+			}
+		}
+		return healthy == o.policies
+	}
+	if err := waitPolicies(states, o.policies, max(5*time.Minute, time.Duration(o.policies)*60*time.Millisecond), false, written, func() {
+		if r.readyIn == 0 && listed() {
+			r.readyIn = time.Since(started)
+			lastScrape = time.Time{}
+			r.startWrites = written()
+			logf("a LIST shows all %d policies Healthy after %s", o.policies, r.readyIn.Round(time.Millisecond))
+		}
+	}); err != nil {
 		return err
 	}
-	r.readyIn = time.Since(started)
+	r.watchedIn = time.Since(started)
+	if r.readyIn == 0 {
+		lastScrape = time.Time{}
+		r.readyIn, r.startWrites = r.watchedIn, written()
+	}
 	r.firstHealthyIn = states.first.Sub(started)
-	r.startWrites = written()
 	_, r.rssPeak = operator.memory()
-	logf("all %d policies Healthy after %s", o.policies, r.readyIn.Round(time.Millisecond))
+	logf("a watch saw all %d policies Healthy after %s", o.policies, r.watchedIn.Round(time.Millisecond))
 
 	var ksm *process
 	if r.ksm {
@@ -538,7 +668,7 @@ func run(o options) error {
 	// reporting RenewalsSlow: the run goes on after a while, and the table says how many
 	// policies were renewing on time when the window began.
 	settleFrom := time.Now()
-	if err := waitPolicies(states, o.policies, 2*time.Minute, true, nil); err != nil {
+	if err := waitPolicies(states, o.policies, 2*time.Minute, true, nil, nil); err != nil {
 		logf("%v; measuring anyway", err)
 	} else {
 		logf("all renewing on time after another %s", time.Since(settleFrom).Round(time.Millisecond))
@@ -602,6 +732,26 @@ func run(o options) error {
 		r.rssPods, _ = operator.memory()
 	}
 
+	// A restart, as an upgrade or a rescheduled Pod makes one: every policy already has its
+	// status, so the new process must learn who leads everywhere from its lists and watches
+	// and need not write anything.
+	logf("restarting the operator")
+	operator.stop()
+	restarted := time.Now()
+	if operator, err = startOperator(); err != nil {
+		return err
+	}
+	if err := waitObserved(metricsPort, ns, o.policies, max(2*time.Minute, time.Duration(o.policies)*20*time.Millisecond)); err != nil {
+		return err
+	}
+	r.restartIn = time.Since(restarted)
+	// Writes made by the new process by then, and 5 s later (late writes show there).
+	time.Sleep(5 * time.Second)
+	lastScrape = time.Time{}
+	r.restartWrites = written()
+	logf("restarted: all %d policies Healthy in the operator's metrics after %s; 5 s later: %s",
+		o.policies, r.restartIn.Round(time.Millisecond), r.restartWrites)
+
 	logf("timing %d leader changes", o.transitions)
 	names := append([]string(nil), apps.order...)
 	rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
@@ -647,7 +797,7 @@ func run(o options) error {
 			}
 			ksmPort = ksmMetricsPort
 		}
-		if prom, err = startPrometheus(o.prometheusBinary, o.rulesFile, 18490, metricsPort, ksmPort); err != nil {
+		if prom, err = startPrometheus(o.prometheusBinary, o.rulesFile, 18490, metricsPort, ksmPort, apps.timings.leaseSeconds()); err != nil {
 			return err
 		}
 		defer prom.process.stop()
@@ -669,10 +819,10 @@ func run(o options) error {
 		l := apps.leases[name]
 		l.mu.Lock()
 		l.paused = true
-		deadlines[name] = l.lastAck.Add(leaseSeconds * time.Second)
+		deadlines[name] = l.lastAck.Add(apps.timings.leaseDuration)
 		l.mu.Unlock()
 	}
-	time.Sleep(leaseSeconds*time.Second + 5*time.Second)
+	time.Sleep(apps.timings.leaseDuration + 5*time.Second)
 	staleEvents := eventTimes(ctx, client, ns, "LeaseStale")
 	for name, deadline := range deadlines {
 		if t, ok := staleEvents[name]; ok {
@@ -707,11 +857,13 @@ func run(o options) error {
 
 const noisePodNamespaces = 10
 
+func noisePodNamespace(i int) string { return fmt.Sprintf("bench-noise-pods-%d", i) }
+
 // createNoisePods creates count Pods, spread over noisePodNamespaces namespaces, that stay
 // Pending: they name a scheduler that does not exist, so nothing schedules or runs them.
 func createNoisePods(ctx context.Context, client kubernetes.Interface, count int) error {
 	for i := 0; i < noisePodNamespaces; i++ {
-		namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("bench-noise-pods-%d", i)}}
+		namespace := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: noisePodNamespace(i)}}
 		if _, err := client.CoreV1().Namespaces().Create(ctx, namespace, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
 		}
@@ -731,7 +883,7 @@ func createNoisePods(ctx context.Context, client kubernetes.Interface, count int
 						Containers:    []corev1.Container{{Name: "app", Image: "localhost/pause:e2e"}},
 					},
 				}
-				namespace := fmt.Sprintf("bench-noise-pods-%d", i%noisePodNamespaces)
+				namespace := noisePodNamespace(i % noisePodNamespaces)
 				if _, err := client.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 					select {
 					case errs <- fmt.Errorf("creating noise pod %s/%s: %w", namespace, pod.Name, err):
@@ -758,11 +910,11 @@ func createNoisePods(ctx context.Context, client kubernetes.Interface, count int
 // namespace controller minutes on this machine, and the cluster is taken down after the run.
 func deleteNoisePods(client kubernetes.Interface) {
 	for i := 0; i < noisePodNamespaces; i++ {
-		_ = client.CoreV1().Namespaces().Delete(context.Background(), fmt.Sprintf("bench-noise-pods-%d", i), metav1.DeleteOptions{})
+		_ = client.CoreV1().Namespaces().Delete(context.Background(), noisePodNamespace(i), metav1.DeleteOptions{})
 	}
 }
 
-func createPolicies(ctx context.Context, dyn dynamic.Interface, ns string, names []string) error {
+func createPolicies(ctx context.Context, dyn dynamic.Interface, ns string, names []string, t timings) error {
 	work := make(chan string)
 	errs := make(chan error, len(names))
 	var wg sync.WaitGroup
@@ -771,14 +923,14 @@ func createPolicies(ctx context.Context, dyn dynamic.Interface, ns string, names
 		go func() {
 			defer wg.Done()
 			for name := range work {
+				spec := t.policySpec()
+				spec["selector"] = map[string]any{"matchLabels": map[string]any{"app": name}}
+				spec["lock"] = map[string]any{"name": name}
+				spec["injection"] = map[string]any{"mode": "None"}
 				policy := &unstructured.Unstructured{Object: map[string]any{
 					"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy",
 					"metadata": map[string]any{"name": name, "namespace": ns},
-					"spec": map[string]any{
-						"selector":  map[string]any{"matchLabels": map[string]any{"app": name}},
-						"lock":      map[string]any{"name": name},
-						"injection": map[string]any{"mode": "None"},
-					},
+					"spec":     spec,
 				}}
 				if _, err := dyn.Resource(policyGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
 					errs <- err
@@ -821,10 +973,34 @@ current-context: local
 	return path, os.WriteFile(path, []byte(content), 0o600)
 }
 
+// waitObserved waits until the operator's metrics show count policies of namespace ns Healthy.
+func waitObserved(metricsPort int, ns string, count int, timeout time.Duration) error {
+	// A scrape renders every policy's series: less often for large N.
+	every := max(100*time.Millisecond, time.Duration(count)*100*time.Microsecond)
+	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(every) {
+		healthy := 0
+		for series, value := range scrapeFamily(metricsPort, "election_policy_state") {
+			if value == 1 && strings.Contains(series, `state="Healthy"`) && strings.Contains(series, fmt.Sprintf("namespace=%q", ns)) {
+				healthy++
+			}
+		}
+		if healthy == count {
+			return nil
+		}
+	}
+	return fmt.Errorf("the restarted operator did not report all %d policies Healthy within %s", count, timeout)
+}
+
+// waitGone waits (up to 10 minutes) until namespace ns is deleted.
 func waitGone(ctx context.Context, client kubernetes.Interface, ns string) {
-	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+	logged := false
+	for deadline := time.Now().Add(10 * time.Minute); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
 		if _, err := client.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{}); apierrors.IsNotFound(err) {
 			return
+		}
+		if !logged {
+			logf("waiting for namespace %s to be deleted", ns)
+			logged = true
 		}
 	}
 }
@@ -832,12 +1008,16 @@ func waitGone(ctx context.Context, client kubernetes.Interface, ns string) {
 // waitPolicies waits until all count policies are Healthy and, with onTime, also free of
 // RenewalsSlow (their LeaderHealthy reason is LeaderRenewing). With progress, it logs once a
 // second how far the operator got and what it has written.
-func waitPolicies(states *policyStates, count int, timeout time.Duration, onTime bool, progress func() string) error {
-	lastLog := time.Now()
+func waitPolicies(states *policyStates, count int, timeout time.Duration, onTime bool, progress func() string, everyHalfSecond func()) error {
+	lastLog, lastTick := time.Now(), time.Now()
 	for deadline := time.Now().Add(timeout); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
 		healthy := states.count(onTime)
 		if healthy == count {
 			return nil
+		}
+		if everyHalfSecond != nil && time.Since(lastTick) >= 500*time.Millisecond {
+			everyHalfSecond()
+			lastTick = time.Now()
 		}
 		if progress != nil && time.Since(lastLog) >= time.Second {
 			logf("  %d / %d Healthy; %s", healthy, count, progress())
@@ -1039,6 +1219,9 @@ func (r result) markdown() string {
 	} else {
 		fmt.Fprintf(&b, "\n### N = %d policies, M = %d noise Leases\n\n", r.n, r.m)
 	}
+	t := r.timings
+	fmt.Fprintf(&b, "Leases renewed every %s; policies: leaseDuration %s, renewDeadline %s, retryPeriod %s, slowRenewalAfter %s.\n\n",
+		t.renewEvery, t.leaseDuration, t.renewDeadline, t.renewEvery, t.slowRenewalAfter)
 	fmt.Fprintf(&b, "| measure | election-operator | floor / peer |\n|---|---|---|\n")
 	fmt.Fprintf(&b, "| transition → LeaderChanged Event, p50 / p99 | %s / %s | bare watch: %s / %s |\n",
 		percentile(r.event, .5), percentile(r.event, .99), percentile(r.floor, .5), percentile(r.floor, .99))
@@ -1048,7 +1231,7 @@ func (r result) markdown() string {
 		peer := "(not run)"
 		if r.ksm {
 			peer = fmt.Sprintf("kube-state-metrics rule `time() - kube_lease_renew_time > %d`: %s / %s (%d never fired)",
-				leaseSeconds, percentile(r.alertKSM, .5), percentile(r.alertKSM, .99), r.alertKSMMissed)
+				t.leaseSeconds(), percentile(r.alertKSM, .5), percentile(r.alertKSM, .99), r.alertKSMMissed)
 		}
 		fmt.Fprintf(&b, "| deadline → firing alert (one Prometheus, scrape and evaluation every %s), p50 / p99 | ElectionLeaseStale: %s / %s (%d never fired) | %s |\n",
 			alertInterval, percentile(r.alertOurs, .5), percentile(r.alertOurs, .99), r.alertOursMissed, peer)
@@ -1084,9 +1267,11 @@ func (r result) markdown() string {
 	fmt.Fprintf(&b, "| Events published in the steady window (with noise) | %s | |\n", strings.ReplaceAll(steady, "|", "/"))
 	fmt.Fprintf(&b, "| policies renewing on time (not RenewalsSlow) when the steady window began | %d / %d | |\n", r.onTimeAtStart, r.n)
 	fmt.Fprintf(&b, "| status writes per plain renewal | %.4f (%d renewals) | generator renewals acknowledged > %s after the previous one: %d |\n",
-		r.writesPerRenewal, r.renewals, slowRenewalAfter, r.lateRenewals)
-	fmt.Fprintf(&b, "| time to all policies Healthy from start | %s | |\n", r.readyIn.Round(time.Millisecond))
+		r.writesPerRenewal, r.renewals, t.slowRenewalAfter, r.lateRenewals)
+	fmt.Fprintf(&b, "| time to all policies Healthy from start | %s (a LIST shows them); a watch saw them after %s | |\n",
+		r.readyIn.Round(time.Millisecond), r.watchedIn.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| start: first policy Healthy; written until all were | %s; %s | |\n", r.firstHealthyIn.Round(time.Millisecond), r.startWrites)
+	fmt.Fprintf(&b, "| restart (every status already written): all policies Healthy in the operator's metrics; written by 5 s later | %s; %s | |\n", r.restartIn.Round(time.Millisecond), r.restartWrites)
 	fmt.Fprintf(&b, "| samples | %d transitions (%d without Event), %d stale (%d without Event), %d renewal errors | |\n",
 		len(r.event), r.transitionsMissed, len(r.stale), r.staleMissed, r.renewErrors)
 	return b.String()
