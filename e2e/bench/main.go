@@ -107,7 +107,7 @@ var policyGVR = schema.GroupVersionResource{Group: "election.dev", Version: "v1a
 type options struct {
 	kubeconfig, operatorBinary, ksmBinary, auditLog, out, watchLeases string
 	prometheusBinary, rulesFile                                       string
-	policies, noise, noisePods, transitions, stale                    int
+	policies, noise, noisePods, transitions, stale, writeCost         int
 	steady, renewEvery                                                time.Duration
 }
 
@@ -128,9 +128,17 @@ func main() {
 	flag.IntVar(&o.stale, "stale", 50, "leases to let go stale")
 	flag.DurationVar(&o.steady, "steady", 60*time.Second, "length of each steady-state window")
 	flag.StringVar(&o.watchLeases, "watch-leases", "", "internal: be the bare watch on this namespace's Leases")
+	flag.IntVar(&o.writeCost, "write-cost", 0, "instead of the benchmark: the API server's CPU per request, by kind, over this many of each (writecost.go)")
 	flag.Parse()
 	if o.watchLeases != "" {
 		bareWatch(o)
+		return
+	}
+	if o.writeCost > 0 {
+		if err := writeCost(o, o.writeCost); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
 		return
 	}
 	if err := run(o); err != nil {
@@ -488,6 +496,7 @@ type result struct {
 	rssPods, cpuPods                            float64
 	readyIn, watchedIn, firstHealthyIn          time.Duration
 	restartIn                                   time.Duration
+	watchBehind                                 bool
 	startWrites, restartWrites                  string
 	floor, event, status, stale                 []time.Duration
 	rssSteady, rssPeak, cpuPerMin, cpuNoNoise   float64
@@ -639,7 +648,12 @@ func run(o options) error {
 			logf("a LIST shows all %d policies Healthy after %s", o.policies, r.readyIn.Round(time.Millisecond))
 		}
 	}); err != nil {
-		return err
+		if r.readyIn == 0 {
+			return err
+		}
+		// The LIST saw them all; only the watch is behind.
+		logf("%v; a LIST showed them all", err)
+		r.watchBehind = true
 	}
 	r.watchedIn = time.Since(started)
 	if r.readyIn == 0 {
@@ -1268,8 +1282,12 @@ func (r result) markdown() string {
 	fmt.Fprintf(&b, "| policies renewing on time (not RenewalsSlow) when the steady window began | %d / %d | |\n", r.onTimeAtStart, r.n)
 	fmt.Fprintf(&b, "| status writes per plain renewal | %.4f (%d renewals) | generator renewals acknowledged > %s after the previous one: %d |\n",
 		r.writesPerRenewal, r.renewals, t.slowRenewalAfter, r.lateRenewals)
-	fmt.Fprintf(&b, "| time to all policies Healthy from start | %s (a LIST shows them); a watch saw them after %s | |\n",
-		r.readyIn.Round(time.Millisecond), r.watchedIn.Round(time.Millisecond))
+	watched := "a watch saw them after"
+	if r.watchBehind {
+		watched = "a watch had not seen them all after"
+	}
+	fmt.Fprintf(&b, "| time to all policies Healthy from start | %s (a LIST shows them); %s %s | |\n",
+		r.readyIn.Round(time.Millisecond), watched, r.watchedIn.Round(time.Millisecond))
 	fmt.Fprintf(&b, "| start: first policy Healthy; written until all were | %s; %s | |\n", r.firstHealthyIn.Round(time.Millisecond), r.startWrites)
 	fmt.Fprintf(&b, "| restart (every status already written): all policies Healthy in the operator's metrics; written by 5 s later | %s; %s | |\n", r.restartIn.Round(time.Millisecond), r.restartWrites)
 	fmt.Fprintf(&b, "| samples | %d transitions (%d without Event), %d stale (%d without Event), %d renewal errors | |\n",
