@@ -405,24 +405,7 @@ func scrape(port int, series string) float64 {
 
 // scrapeFamily returns every sample of a metric family, by its series.
 func scrapeFamily(port int, family string) map[string]float64 {
-	samples := map[string]float64{}
-	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
-	if err != nil {
-		return samples
-	}
-	defer resp.Body.Close()
-	scanner := bufio.NewScanner(resp.Body)
-	scanner.Buffer(make([]byte, 1<<20), 1<<24)
-	for scanner.Scan() {
-		line := scanner.Text()
-		if strings.HasPrefix(line, family+"{") {
-			if i := strings.LastIndexByte(line, ' '); i > 0 {
-				v, _ := strconv.ParseFloat(line[i+1:], 64)
-				samples[line[:i]] = v
-			}
-		}
-	}
-	return samples
+	return scrapePrefixed(port, family+"{")
 }
 
 // scrapePrefixed returns, from one scrape, every sample whose series starts with one of
