@@ -742,6 +742,7 @@ func run(o options) error {
 		return err
 	}
 	r.restartIn = time.Since(restarted)
+	restartedOperatorSawAll := time.Now()
 	// Writes made by the new process by then, and 5 s later (late writes show there).
 	time.Sleep(5 * time.Second)
 	lastScrape = time.Time{}
@@ -812,9 +813,18 @@ func run(o options) error {
 	logf("letting %d leases go stale", o.stale)
 	staleNames := names[len(transitions):min(len(transitions)+o.stale, len(names))]
 	deadlines := map[string]time.Time{}
+	// A renewal made before the restarted operator had listed its Lease starts the
+	// operator's clock only at the list (it judges from when it observed a change, as
+	// client-go does): each Lease stops after a renewal the operator saw happen.
 	for _, name := range staleNames {
 		l := apps.leases[name]
-		l.mu.Lock()
+		for wait := time.Now().Add(2 * apps.timings.renewEvery); ; time.Sleep(50 * time.Millisecond) {
+			l.mu.Lock()
+			if l.lastAck.After(restartedOperatorSawAll) || time.Now().After(wait) {
+				break // holding the lock
+			}
+			l.mu.Unlock()
+		}
 		l.paused = true
 		deadlines[name] = l.lastAck.Add(apps.timings.leaseDuration)
 		l.mu.Unlock()
