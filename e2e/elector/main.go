@@ -87,6 +87,7 @@ func main() {
 	if s.ClockSkew != 0 {
 		lock = &skewedLock{Interface: lock, skew: s.ClockSkew}
 	}
+	lock = reportingLock{Interface: lock}
 	lockName := s.LockType + "/" + s.LockNamespace + "/" + s.LockName
 
 	leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
@@ -215,6 +216,21 @@ func (l *skewedLock) shift(ler resourcelock.LeaderElectionRecord) resourcelock.L
 	ler.AcquireTime.Time = ler.AcquireTime.Add(l.skew)
 	ler.RenewTime.Time = ler.RenewTime.Add(l.skew)
 	return ler
+}
+
+// reportingLock prints a "renewed" line once an Update of the lock has returned, so that a
+// test can freeze the process after a renewal client-go has finished (see
+// Elector::stop_between_renewals), not merely after the API server stored it.
+type reportingLock struct {
+	resourcelock.Interface
+}
+
+func (l reportingLock) Update(ctx context.Context, ler resourcelock.LeaderElectionRecord) error {
+	err := l.Interface.Update(ctx, ler)
+	if err == nil {
+		emit("renewed", map[string]any{"identity": ler.HolderIdentity})
+	}
+	return err
 }
 
 func emit(event string, fields map[string]any) {

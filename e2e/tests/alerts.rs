@@ -68,7 +68,7 @@ async fn each_alert_fires_once_on_a_real_prometheus_scraping_two_operator_replic
     assert_eq!(series.len(), 1, "one replica exports the policy's series: {series:?}");
     assert_eq!(series[0]["metric"]["pod"], leading.as_str(), "the leading replica exports it: {series:?}");
 
-    elector.stop_between_renewals(&client, &ns.name, "frozen").await;
+    elector.stop_between_renewals().await;
     let frozen_at = Instant::now();
     let stale = prometheus
         .wait_firing("ElectionLeaseStale", &frozen_labels, Duration::from_secs_f64(LEASE_SECONDS + 3.0))

@@ -50,7 +50,7 @@ async fn metrics_follow_a_stale_episode_and_renewals_slow_warns_first() {
     let age = sample(&text, &app.series("election_last_renewal_age_seconds")).unwrap();
     assert!(age < 2.0, "last renewal {age}s ago");
 
-    elector.stop_between_renewals(&client, &ns.name, &app.name).await;
+    elector.stop_between_renewals().await;
     // The early warning (default: half of renewDeadline) comes before staleness.
     wait_policy_event(&client, &ns.name, &app.name, "RenewalsSlow", &holder, SETTLE).await;
     wait_metric(&operator, &app.series("election_lease_stale"), 1.0).await;

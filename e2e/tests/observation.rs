@@ -149,7 +149,7 @@ async fn the_same_holder_renewing_after_a_stale_spell_is_a_recovery() {
     let app = app(&client, &ns.name, "batch", "Lease", 1).await;
     let elector = app.elector(ElectorBuild::Current, 0, &[]);
     let leader = app.leader(&client, PolicyState::Healthy).await;
-    elector.stop_between_renewals(&client, &ns.name, "batch").await;
+    elector.stop_between_renewals().await;
     wait_policy_event(&client, &ns.name, "batch", "LeaseStale", &leader, LEASE + SETTLE).await;
     elector.signal("CONT");
     let recovered = wait_policy_event(&client, &ns.name, "batch", "LeaseRecovered", &leader, SETTLE).await;
