@@ -875,42 +875,21 @@ func createNoisePods(ctx context.Context, client kubernetes.Interface, count int
 			return err
 		}
 	}
-	work := make(chan int)
-	errs := make(chan error, 1)
-	var wg sync.WaitGroup
-	for w := 0; w < 32; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				pod := &corev1.Pod{
-					ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("noise-%d", i), Labels: map[string]string{"election-bench": "noise", "app": fmt.Sprintf("noise-%d", i%50)}},
-					Spec: corev1.PodSpec{
-						SchedulerName: "election-bench-none",
-						Containers:    []corev1.Container{{Name: "app", Image: "localhost/pause:e2e"}},
-					},
-				}
-				namespace := noisePodNamespace(i % noisePodNamespaces)
-				if _, err := client.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
-					select {
-					case errs <- fmt.Errorf("creating noise pod %s/%s: %w", namespace, pod.Name, err):
-					default:
-					}
-				}
-			}
-		}()
-	}
-	for i := 0; i < count; i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
-	select {
-	case err := <-errs:
-		return err
-	default:
+	_, err := inParallel(count, 32, func(i int) error {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("noise-%d", i), Labels: map[string]string{"election-bench": "noise", "app": fmt.Sprintf("noise-%d", i%50)}},
+			Spec: corev1.PodSpec{
+				SchedulerName: "election-bench-none",
+				Containers:    []corev1.Container{{Name: "app", Image: "localhost/pause:e2e"}},
+			},
+		}
+		namespace := noisePodNamespace(i % noisePodNamespaces)
+		if _, err := client.CoreV1().Pods(namespace).Create(ctx, pod, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("creating noise pod %s/%s: %w", namespace, pod.Name, err)
+		}
 		return nil
-	}
+	})
+	return err
 }
 
 // deleteNoisePods deletes their namespaces without waiting: deleting 20000 Pods takes the
@@ -922,36 +901,50 @@ func deleteNoisePods(client kubernetes.Interface) {
 }
 
 func createPolicies(ctx context.Context, dyn dynamic.Interface, ns string, names []string, t timings) error {
-	work := make(chan string)
-	errs := make(chan error, len(names))
+	_, err := inParallel(len(names), 32, func(i int) error {
+		spec := t.policySpec()
+		spec["selector"] = map[string]any{"matchLabels": map[string]any{"app": names[i]}}
+		spec["lock"] = map[string]any{"name": names[i]}
+		spec["injection"] = map[string]any{"mode": "None"}
+		policy := &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy",
+			"metadata": map[string]any{"name": names[i], "namespace": ns},
+			"spec":     spec,
+		}}
+		_, err := dyn.Resource(policyGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{})
+		return err
+	})
+	return err
+}
+
+// inParallel runs do(i) for every i < n on workers goroutines and returns how many failed
+// and the first error.
+func inParallel(n, workers int, do func(i int) error) (int, error) {
+	work := make(chan int)
+	var mu sync.Mutex
+	failed, first := 0, error(nil)
 	var wg sync.WaitGroup
-	for w := 0; w < 32; w++ {
+	for w := 0; w < workers; w++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for name := range work {
-				spec := t.policySpec()
-				spec["selector"] = map[string]any{"matchLabels": map[string]any{"app": name}}
-				spec["lock"] = map[string]any{"name": name}
-				spec["injection"] = map[string]any{"mode": "None"}
-				policy := &unstructured.Unstructured{Object: map[string]any{
-					"apiVersion": "election.dev/v1alpha1", "kind": "ElectionPolicy",
-					"metadata": map[string]any{"name": name, "namespace": ns},
-					"spec":     spec,
-				}}
-				if _, err := dyn.Resource(policyGVR).Namespace(ns).Create(ctx, policy, metav1.CreateOptions{}); err != nil {
-					errs <- err
+			for i := range work {
+				if err := do(i); err != nil {
+					mu.Lock()
+					if failed++; first == nil {
+						first = err
+					}
+					mu.Unlock()
 				}
 			}
 		}()
 	}
-	for _, name := range names {
-		work <- name
+	for i := 0; i < n; i++ {
+		work <- i
 	}
 	close(work)
 	wg.Wait()
-	close(errs)
-	return <-errs
+	return failed, first
 }
 
 // operatorKubeconfig runs the operator as a ServiceAccount in election-system, whose

@@ -13,8 +13,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -53,34 +51,14 @@ func measureWrites(what string, n int, write func(i int) error) (string, error) 
 		return "", err
 	}
 	started := time.Now()
-	var failed atomic.Int64
-	var firstErr atomic.Value
-	work := make(chan int)
-	var wg sync.WaitGroup
-	for w := 0; w < 8; w++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := range work {
-				if err := write(i); err != nil {
-					failed.Add(1)
-					firstErr.CompareAndSwap(nil, err)
-				}
-			}
-		}()
-	}
-	for i := 0; i < n; i++ {
-		work <- i
-	}
-	close(work)
-	wg.Wait()
+	failed, firstErr := inParallel(n, 8, write)
 	elapsed := time.Since(started)
 	cpu1, err := apiServerCPU()
 	if err != nil {
 		return "", err
 	}
-	if failed.Load() > 0 {
-		return "", fmt.Errorf("%s: %d of %d failed, the first: %v", what, failed.Load(), n, firstErr.Load())
+	if failed > 0 {
+		return "", fmt.Errorf("%s: %d of %d failed, the first: %w", what, failed, n, firstErr)
 	}
 	return fmt.Sprintf("| %s | %.2f ms | %.0f / s |", what, (cpu1-cpu0)*1000/float64(n), float64(n)/elapsed.Seconds()), nil
 }
