@@ -11,6 +11,7 @@ pub mod namespaces;
 pub mod notices;
 pub mod observation;
 pub mod pending_writes;
+pub mod policy_index;
 pub mod policy_key;
 pub mod reasons;
 pub mod status;

@@ -13,7 +13,7 @@ use std::{
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
 use kube::{
-    Api, Client, Resource, ResourceExt,
+    Api, Client, ResourceExt,
     api::{ListParams, Patch, PatchParams},
     core::SelectorExt,
     runtime::{
@@ -36,8 +36,9 @@ use crate::{
         injection_plan::{self, ApplyFailure, Injection, RemovalFailure, Step, Write},
         notices::{Notice, Regarding, Severity},
         pending_writes::PendingWrites,
+        policy_index::PolicyIndex,
         policy_key::PolicyKey,
-        reasons::{condition, condition_reason, event},
+        reasons::event,
         status::{ConfigOutcome, ConfigReport},
         tracking::{Registration, WatchSettings},
         validation::{InvalidPolicy, PolicyOptions, ValidPolicy, validate},
@@ -55,6 +56,9 @@ pub struct Context {
     pub parts: Parts,
     pub deployments: Store<Deployment>,
     pub policies: Store<ElectionPolicy>,
+    /// The policies by lock name, namespace and conflict, so a reconcile finds the few that
+    /// concern it without going through all of them.
+    index: SharedPolicyIndex,
     /// Open once both stores have listed: no decision is taken from them before.
     caches: CacheSync,
     /// Deployment writes the cache may not show yet, so they are not made twice.
@@ -104,7 +108,7 @@ impl Context {
             return result.clone();
         }
         let result = validate(&policy.namespace().unwrap_or_default(), &policy.spec, &self.parts.options);
-        if cache.len() > 2 * self.policies.state().len() + 64 {
+        if cache.len() > 2 * self.policies.len() + 64 {
             // Forget deleted policies now and then.
             let live: std::collections::HashSet<String> =
                 self.policies.state().iter().filter_map(|p| p.uid()).collect();
@@ -144,6 +148,8 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     let (policies, policy_writer) = reflector::store::<ElectionPolicy>();
     let (gone, gone_policies) = mpsc::unbounded_channel();
     let mut listing = (Vec::new(), std::time::Instant::now());
+    let index = SharedPolicyIndex::default();
+    let mut index_writer = PolicyIndexWriter { index: index.clone(), relisting: None };
     let policy_stream = reflector::reflector(
         policy_writer,
         scoped_watch::watch(&parts.client, namespaces, watcher::Config::default(), policies.clone())
@@ -151,6 +157,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
             .modify(|p| p.managed_fields_mut().clear())
             .inspect_ok(move |event| {
                 policies_listed.observe(event);
+                index_writer.apply(event);
                 track_deletions(event, &mut listing, &gone);
             }),
     )
@@ -175,6 +182,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         parts,
         deployments: deployments.clone(),
         policies: policies.clone(),
+        index: index.clone(),
         caches,
         pending_writes: std::sync::Mutex::default(),
         retry,
@@ -183,7 +191,9 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
 
     let mapper_policies = policies.clone();
     Controller::for_stream(policy_stream, policies)
-        .watches_stream(deployment_stream, move |deployment| policies_for_deployment(&mapper_policies, &deployment))
+        .watches_stream(deployment_stream, move |deployment| {
+            policies_for_deployment(&mapper_policies, &index, &deployment)
+        })
         .reconcile_on(tokio_stream_from(retries))
         .with_config(controller::Config::default().concurrency(concurrency))
         .graceful_shutdown_on(shutdown.cancelled_owned())
@@ -201,6 +211,42 @@ fn reconcile_relevant(policy: &ElectionPolicy) -> Option<u64> {
     policy.metadata.deletion_timestamp.is_some().hash(&mut hasher);
     policy.finalizers().hash(&mut hasher);
     Some(hasher.finish())
+}
+
+/// The [`PolicyIndex`] the controller reads, as the policy watch keeps it.
+#[derive(Clone, Default)]
+struct SharedPolicyIndex(Arc<std::sync::RwLock<PolicyIndex>>);
+
+impl SharedPolicyIndex {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, PolicyIndex> {
+        self.0.read().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Applies the policy watch's events to the index. It sees each event before the reflector
+/// does, so the index never lags the store: a policy in the store is in the index. A relist
+/// builds a fresh index and swaps it in once complete, as the reflector does its store.
+struct PolicyIndexWriter {
+    index: SharedPolicyIndex,
+    relisting: Option<PolicyIndex>,
+}
+
+impl PolicyIndexWriter {
+    fn apply(&mut self, event: &watcher::Event<ElectionPolicy>) {
+        let live = || self.index.0.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            watcher::Event::Apply(policy) => live().insert(policy),
+            watcher::Event::Delete(policy) => live().remove(&PolicyKey::of(policy)),
+            watcher::Event::Init => self.relisting = Some(PolicyIndex::default()),
+            watcher::Event::InitApply(policy) => self.relisting.get_or_insert_default().insert(policy),
+            watcher::Event::InitDone => *live() = self.relisting.take().unwrap_or_default(),
+        }
+    }
+}
+
+/// The policy a [`PolicyIndex`] key names, as the cache holds it.
+fn cached_policy(policies: &Store<ElectionPolicy>, key: &PolicyKey) -> Option<Arc<ElectionPolicy>> {
+    policies.get(&ObjectRef::new(&key.name).within(&key.namespace))
 }
 
 /// What the watch says about policies that no longer exist.
@@ -248,14 +294,16 @@ fn tokio_stream_from<T: Send + 'static>(
 /// one whose configuration it carries (which may no longer select it).
 fn policies_for_deployment(
     policies: &Store<ElectionPolicy>,
+    index: &SharedPolicyIndex,
     deployment: &Deployment,
 ) -> Vec<ObjectRef<ElectionPolicy>> {
     let namespace = deployment.namespace().unwrap_or_default();
     let labels = deployment.labels();
     let carrier = injected_by(deployment);
-    policies
-        .state()
+    let in_namespace = index.read().in_namespace(&namespace);
+    in_namespace
         .iter()
+        .filter_map(|key| cached_policy(policies, key))
         .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
         .filter(|p| {
             carrier == Some(p.name_any().as_str())
@@ -390,21 +438,27 @@ async fn configure(policy: &ElectionPolicy, context: &Context) -> Result<Action>
         })
         .await;
     tracing::debug!(%name, "reconciled");
-    // Everything that matters triggers a reconcile; this is a safety net against missed
-    // watch events.
-    Ok(Action::requeue(Duration::from_secs(300)))
+    Ok(Action::requeue(safety_net_requeue()))
+}
+
+/// Everything that matters triggers a reconcile; this one is a safety net against missed
+/// watch events. It comes at a random point between 5 and 10 minutes: policies listed
+/// together would otherwise all come back in the same instant, every time (at N = 10000
+/// the minute of such a round took 17.6 CPU-seconds, ten times a quiet minute's).
+fn safety_net_requeue() -> Duration {
+    use std::hash::BuildHasher;
+    // RandomState is seeded randomly: its hash of anything is a random number.
+    let random = std::collections::hash_map::RandomState::new().hash_one(0u8);
+    Duration::from_secs(300) + Duration::from_millis(random % 300_000)
 }
 
 /// The Deployments in `namespace` the policy selects, by name.
 fn selected_deployments(context: &Context, namespace: &str, valid: &ValidPolicy) -> Vec<Arc<Deployment>> {
-    let mut selected: Vec<Arc<Deployment>> = context
-        .deployments
-        .state()
-        .into_iter()
-        .filter(|d| d.namespace().as_deref() == Some(namespace))
-        .filter(|d| d.metadata.deletion_timestamp.is_none())
-        .filter(|d| valid.selector.matches(d.labels()))
-        .collect();
+    let mut selected = context.deployments.state_filter(|d| {
+        d.namespace().as_deref() == Some(namespace)
+            && d.metadata.deletion_timestamp.is_none()
+            && valid.selector.matches(d.labels())
+    });
     selected.sort_by_key(|d| d.name_any());
     selected
 }
@@ -441,13 +495,19 @@ fn conflict(policy: &ElectionPolicy, valid: &ValidPolicy, context: &Context) -> 
         mode: valid.injection.mode,
     };
     // Only a policy naming a lock of the same name, or (when this one injects) one in the
-    // same namespace, can conflict; the rest are skipped before validating them, which keeps
-    // a reconcile's cost from growing with every policy in the cluster.
+    // same namespace, can conflict: the index names those, so a reconcile's cost does not
+    // grow with every policy in the cluster. The cache may hold an older copy of one than
+    // the index, so the test is made again on what the cache holds.
     let injects = valid.injection.mode != InjectionMode::None;
-    let others: Vec<(Arc<ElectionPolicy>, ValidPolicy)> = context
-        .policies
-        .state()
-        .into_iter()
+    let mut candidates = context.index.read().naming_lock(&valid.lock.name);
+    if injects {
+        candidates.extend(context.index.read().in_namespace(&namespace));
+        candidates.sort();
+        candidates.dedup();
+    }
+    let others: Vec<(Arc<ElectionPolicy>, ValidPolicy)> = candidates
+        .iter()
+        .filter_map(|key| cached_policy(&context.policies, key))
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
             p.spec.lock.name == valid.lock.name || (injects && p.namespace().as_deref() == Some(namespace.as_str()))
@@ -467,12 +527,9 @@ fn conflict(policy: &ElectionPolicy, valid: &ValidPolicy, context: &Context) -> 
         selector: &v.selector,
         mode: v.injection.mode,
     });
-    let deployments = context.deployments.state();
-    let labels: Vec<(String, BTreeMap<String, String>)> = deployments
-        .iter()
-        .filter(|d| d.namespace().as_deref() == Some(namespace.as_str()))
-        .map(|d| (d.name_any(), d.labels().clone()))
-        .collect();
+    let deployments = context.deployments.state_filter(|d| d.namespace().as_deref() == Some(namespace.as_str()));
+    let labels: Vec<(String, BTreeMap<String, String>)> =
+        deployments.iter().map(|d| (d.name_any(), d.labels().clone())).collect();
     find_conflict(&me, claimants, labels.iter().map(|(n, l)| (n.as_str(), l))).map(|c| c.message)
 }
 
@@ -556,26 +613,16 @@ async fn write_deployment(write: &Write, regarding: &Regarding, context: &Contex
 
 /// Deployments in `namespace` that carry `policy`'s configuration.
 fn carriers(context: &Context, namespace: &str, policy: &str) -> Vec<Arc<Deployment>> {
-    context
-        .deployments
-        .state()
-        .into_iter()
-        .filter(|d| d.namespace().as_deref() == Some(namespace) && injected_by(d) == Some(policy))
-        .collect()
+    context.deployments.state_filter(|d| d.namespace().as_deref() == Some(namespace) && injected_by(d) == Some(policy))
 }
 
 /// Re-reconciles policies refused because of a conflict, since the policy that held the
 /// claim may just have changed or gone.
 fn retry_conflicting(context: &Context, changed: &Regarding) {
-    for policy in context.policies.state() {
-        let conflicting = policy.status.as_ref().is_some_and(|s| {
-            s.conditions
-                .iter()
-                .any(|c| c.type_ == condition::CONFIG_INJECTED && c.reason == condition_reason::LOCK_CONFLICT)
-        });
-        let is_changed = policy.meta().uid.as_deref() == Some(changed.uid.as_str());
-        if conflicting && !is_changed {
-            let _ = context.retry.send(ObjectRef::from_obj(policy.as_ref()));
+    let refused = context.index.read().refused_for_conflict();
+    for key in refused {
+        if key.namespace != changed.namespace || key.name != changed.name {
+            let _ = context.retry.send(ObjectRef::new(&key.name).within(&key.namespace));
         }
     }
 }
@@ -612,4 +659,19 @@ async fn publish(context: &Context, regarding: &Regarding, severity: Severity, r
             },
         )
         .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn safety_net_requeues_are_spread_between_five_and_ten_minutes() {
+        let delays: std::collections::HashSet<Duration> = (0..100).map(|_| safety_net_requeue()).collect();
+        let window = Duration::from_secs(300)..Duration::from_secs(600);
+        assert!(delays.iter().all(|delay| window.contains(delay)), "{delays:?}");
+        assert!(delays.len() > 90, "not the same instant for every policy: {delays:?}");
+        let spread = delays.iter().max().unwrap().saturating_sub(*delays.iter().min().unwrap());
+        assert!(spread > Duration::from_secs(150), "{spread:?}");
+    }
 }
