@@ -134,7 +134,7 @@ enum LogFormat {
 }
 
 fn main() -> anyhow::Result<()> {
-    limit_malloc_arenas();
+    tune_malloc();
     let args = Args::parse();
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(args.worker_threads.into())
@@ -143,22 +143,28 @@ fn main() -> anyhow::Result<()> {
         .block_on(operator_main(args))
 }
 
-/// glibc's malloc gives threads that contend for the heap arenas of their own, up to eight
-/// per core, and memory freed into one arena is not reused by another. With tokio's
-/// worker threads trading allocations, that fragmentation was a sixth of the operator's
-/// RSS at 1000 policies (37 MiB against 32 MiB with two arenas, BENCHMARKS.md), for no
-/// measurable CPU. It must be set before the first thread starts.
+/// Two settings of glibc's malloc, which must be made before the first thread starts:
+/// - Arenas: glibc gives threads that contend for the heap arenas of their own, up to
+///   eight per core, and memory freed into one arena is not reused by another. With tokio's
+///   worker threads trading allocations, that fragmentation was a sixth of the operator's
+///   RSS at 1000 policies (37 MiB against 32 MiB with two arenas, BENCHMARKS.md), for no
+///   measurable CPU.
+/// - Large blocks: a list page or a metrics scrape is a buffer of megabytes, held for a
+///   moment. By default glibc raises its mmap threshold to the size of each such block
+///   freed, so later ones come from the heap, whose free space is rarely returned to the
+///   system. A fixed threshold keeps them mapped, so they are returned as soon as freed.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn limit_malloc_arenas() {
+fn tune_malloc() {
     // SAFETY: mallopt only adjusts allocator parameters; called before any other thread
     // exists, so nothing allocates concurrently.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn limit_malloc_arenas() {}
+fn tune_malloc() {}
 
 async fn operator_main(args: Args) -> anyhow::Result<()> {
     let filter =

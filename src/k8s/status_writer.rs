@@ -61,6 +61,12 @@ impl QueueState {
         let next = self.pending.remove(policy);
         if next.is_none() {
             self.in_flight.remove(policy);
+            if self.in_flight.is_empty() {
+                // A start queues a status per policy; maps keep their largest size, and
+                // this queue is empty most of the time after it.
+                self.pending.shrink_to_fit();
+                self.in_flight.shrink_to_fit();
+            }
         }
         next
     }
