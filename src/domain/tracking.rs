@@ -137,9 +137,11 @@ pub struct PolicyTracker {
     observed_changes: u64,
     /// Leader changes, newest first, resumed from the status.
     history: Vec<LeaderChange>,
-    previous: Option<PreviousLock>,
+    /// Boxed, as is `concurrent`: both are rare, and inline they would make every tracker
+    /// half as large again.
+    previous: Option<Box<PreviousLock>>,
     /// The previous lock and the current one both had a live holder at the last look.
-    concurrent: Option<ConcurrentLeaders>,
+    concurrent: Option<Box<ConcurrentLeaders>>,
 }
 
 impl PolicyTracker {
@@ -380,14 +382,14 @@ impl PolicyTracker {
                 || (!self.pod_selectors.is_empty() && !view.pods_listed(&self.regarding.namespace));
         self.retire_previous_lock(view, actions);
         let concurrent = self.concurrent_leaders();
-        if let Some(news) = concurrent.as_ref().filter(|c| self.concurrent.as_ref() != Some(*c)) {
+        if let Some(news) = concurrent.as_ref().filter(|c| self.concurrent.as_deref() != Some(*c)) {
             actions.push(Action::Publish(concurrent_leaders_notice(news, now.wall)));
         }
-        self.concurrent = concurrent;
+        self.concurrent = concurrent.map(Box::new);
         let seen = Seen {
             observation: self.observation.as_ref(),
             holder: &self.holder,
-            concurrent: self.concurrent.as_ref(),
+            concurrent: self.concurrent.as_deref(),
             history: &self.history,
         };
         let status = render(&self.report, &seen, self.written.as_ref(), now.wall);
@@ -433,7 +435,7 @@ impl PolicyTracker {
             .clone()
             .zip(self.observation.take())
             .filter(|(_, observation)| rolls && new.is_some() && live_holder(observation).is_some())
-            .map(|(lock, observation)| PreviousLock { lock, observation });
+            .map(|(lock, observation)| Box::new(PreviousLock { lock, observation }));
         // No longer watched: the old lock unless kept, and a previous one kept from an
         // earlier change, unless the policy has just gone back to it.
         let let_go = [old.filter(|_| kept.is_none()), std::mem::replace(&mut self.previous, kept).map(|p| p.lock)];

@@ -4,11 +4,7 @@
 //! It watches policies and Deployments (so a new or edited Deployment is configured at
 //! once), and a finalizer makes deletion take the configuration back out first.
 
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::apps::v1::Deployment;
@@ -65,16 +61,7 @@ pub struct Context {
     pending_writes: std::sync::Mutex<PendingWrites>,
     /// Policies to reconcile again because one they conflicted with changed.
     retry: mpsc::UnboundedSender<ObjectRef<ElectionPolicy>>,
-    /// Validation results by policy uid, for the generation they were computed for: the
-    /// conflict check looks at every policy, and validating them all on every reconcile
-    /// would make a reconcile cost grow with the number of policies.
-    validated: std::sync::Mutex<HashMap<String, CachedValidation>>,
 }
-
-/// A reconcile reads what the operator handed over straight off the context
-/// (`context.parts.client`, `context.parts.metrics`, ...).
-/// A policy's validation result and the generation it belongs to.
-type CachedValidation = (Option<i64>, Result<ValidPolicy, InvalidPolicy>);
 
 impl Context {
     /// Whether `config` was already written in a write this cached copy of `deployment`
@@ -97,25 +84,11 @@ impl Context {
         }
     }
 
-    /// The policy's validation result, computed once per generation.
+    /// The policy's validation result. Not cached: only the policy reconciled and the few
+    /// the index names as possible conflicts are validated, and a cache would hold a result
+    /// for every policy (about 0.5 KiB each).
     fn validate(&self, policy: &ElectionPolicy) -> Result<ValidPolicy, InvalidPolicy> {
-        let uid = policy.uid().unwrap_or_default();
-        let generation = policy.metadata.generation;
-        let mut cache = self.validated.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((cached_generation, result)) = cache.get(&uid)
-            && *cached_generation == generation
-        {
-            return result.clone();
-        }
-        let result = validate(&policy.namespace().unwrap_or_default(), &policy.spec, &self.parts.options);
-        if cache.len() > 2 * self.policies.len() + 64 {
-            // Forget deleted policies now and then.
-            let live: std::collections::HashSet<String> =
-                self.policies.state().iter().filter_map(|p| p.uid()).collect();
-            cache.retain(|uid, _| live.contains(uid));
-        }
-        cache.insert(uid, (generation, result.clone()));
-        result
+        validate(&policy.namespace().unwrap_or_default(), &policy.spec, &self.parts.options)
     }
 }
 
@@ -153,8 +126,13 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     let policy_stream = reflector::reflector(
         policy_writer,
         scoped_watch::watch(&parts.client, namespaces, watcher::Config::default(), policies.clone())
-            // Managed fields are of no use here, and would take most of the cache.
-            .modify(|p| p.managed_fields_mut().clear())
+            // Managed fields and annotations (kubectl's last-applied-configuration, a copy of
+            // the whole spec) are of no use here, and would take most of the cache. Nothing
+            // writes a cached policy back, so dropping them loses nothing.
+            .modify(|p| {
+                p.managed_fields_mut().clear();
+                p.annotations_mut().clear();
+            })
             .inspect_ok(move |event| {
                 policies_listed.observe(event);
                 index_writer.apply(event);
@@ -186,7 +164,6 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         caches,
         pending_writes: std::sync::Mutex::default(),
         retry,
-        validated: std::sync::Mutex::default(),
     });
 
     let mapper_policies = policies.clone();
