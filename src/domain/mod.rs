@@ -14,6 +14,7 @@ pub mod pending_writes;
 pub mod policy_index;
 pub mod policy_key;
 pub mod reasons;
+pub mod starting_statuses;
 pub mod status;
 pub mod tracking;
 pub mod validation;

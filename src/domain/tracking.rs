@@ -51,7 +51,8 @@ pub struct Registration {
     pub pod_selectors: Vec<Selector>,
     /// Names of the selected Deployments, for messages.
     pub deployments: Vec<String>,
-    /// The status as found on the object, so a restarted operator resumes where it was.
+    /// The status as found on the object at start, with the policy's first registration
+    /// only (the tracker keeps it from then on), so a restarted operator resumes where it was.
     pub current_status: Option<ElectionPolicyStatus>,
 }
 
@@ -205,7 +206,12 @@ impl PolicyTracker {
             self.keep_previous_lock(previous_lock, watched_lock.as_ref(), &mut actions);
             actions.extend(watched_lock.iter().cloned().map(Action::Watch));
             self.observation = watched_lock.as_ref().zip(watch).map(|(lock, watch)| {
-                let status = current_status.as_ref().filter(|s| s.lock.as_deref() == Some(&lock.to_string()));
+                // Only a first registration brings the status found on the policy; later,
+                // the status as last written says the same, sooner.
+                let status = current_status
+                    .as_ref()
+                    .or(self.written.as_ref())
+                    .filter(|s| s.lock.as_deref() == Some(&lock.to_string()));
                 let resumed =
                     status.map_or_else(Resumed::default, |s| Resumed { leader: s.leader.clone(), state: s.state });
                 LockObservation::new(watch.fallback_lease_duration, watch.detection, resumed)

@@ -25,7 +25,7 @@ use tracing::{Instrument, info, info_span, warn};
 
 use crate::{
     Error, Result,
-    api::{ElectionPolicy, InjectionMode},
+    api::{ElectionPolicy, ElectionPolicyStatus, InjectionMode},
     domain::{
         claims::{Claimant, find_conflict},
         injection::{FIELD_MANAGER, injected_by},
@@ -35,6 +35,7 @@ use crate::{
         policy_index::PolicyIndex,
         policy_key::PolicyKey,
         reasons::event,
+        starting_statuses::StartingStatuses,
         status::{ConfigOutcome, ConfigReport},
         tracking::{Registration, WatchSettings},
         validation::{InvalidPolicy, PolicyOptions, ValidPolicy, validate},
@@ -55,6 +56,8 @@ pub struct Context {
     /// The policies by lock name, namespace and conflict, so a reconcile finds the few that
     /// concern it without going through all of them.
     index: SharedPolicyIndex,
+    /// The statuses found at start, until each policy's first registration.
+    starting_statuses: SharedStartingStatuses,
     /// Open once both stores have listed: no decision is taken from them before.
     caches: CacheSync,
     /// Deployment writes the cache may not show yet, so they are not made twice.
@@ -123,20 +126,29 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     let mut listing = (Vec::new(), std::time::Instant::now());
     let index = SharedPolicyIndex::default();
     let mut index_writer = PolicyIndexWriter { index: index.clone(), relisting: None };
+    let starting_statuses = SharedStartingStatuses::default();
+    let statuses_writer = starting_statuses.clone();
     let policy_stream = reflector::reflector(
         policy_writer,
         scoped_watch::watch(&parts.client, namespaces, watcher::Config::default(), policies.clone())
+            .inspect_ok(move |event| {
+                policies_listed.observe(event);
+                index_writer.apply(event);
+                statuses_writer.apply(event);
+                track_deletions(event, &mut listing, &gone);
+            })
             // Managed fields and annotations (kubectl's last-applied-configuration, a copy of
-            // the whole spec) are of no use here, and would take most of the cache. Nothing
+            // the whole spec) are of no use here, and would take most of the cache; so would
+            // the status, which the observer keeps as written (and `starting_statuses` as
+            // found at start): of it the cache keeps observedGeneration alone. Nothing
             // writes a cached policy back, so dropping them loses nothing.
             .modify(|p| {
                 p.managed_fields_mut().clear();
                 p.annotations_mut().clear();
-            })
-            .inspect_ok(move |event| {
-                policies_listed.observe(event);
-                index_writer.apply(event);
-                track_deletions(event, &mut listing, &gone);
+                p.status = p
+                    .status
+                    .take()
+                    .map(|s| ElectionPolicyStatus { observed_generation: s.observed_generation, ..Default::default() });
             }),
     )
     .applied_objects()
@@ -155,12 +167,14 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     .touched_objects();
 
     let (retry, retries) = mpsc::unbounded_channel();
+    let safety_net = tokio::spawn(safety_net(policies.clone(), retry.clone()));
     let concurrency = parts.concurrency;
     let context = Arc::new(Context {
         parts,
         deployments: deployments.clone(),
         policies: policies.clone(),
         index: index.clone(),
+        starting_statuses,
         caches,
         pending_writes: std::sync::Mutex::default(),
         retry,
@@ -177,6 +191,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
         .run(reconcile, error_policy, context)
         .for_each(|_| futures::future::ready(()))
         .await;
+    safety_net.abort();
 }
 
 /// What of a policy calls for a reconcile: its spec (generation), its deletion and its
@@ -218,6 +233,32 @@ impl PolicyIndexWriter {
             watcher::Event::InitApply(policy) => self.relisting.get_or_insert_default().insert(policy),
             watcher::Event::InitDone => *live() = self.relisting.take().unwrap_or_default(),
         }
+    }
+}
+
+/// The [`StartingStatuses`], as the policy watch keeps them (before the reflector, which
+/// then caches the policies without their status) and reconciles hand them over.
+#[derive(Clone, Default)]
+struct SharedStartingStatuses(Arc<std::sync::Mutex<StartingStatuses>>);
+
+impl SharedStartingStatuses {
+    fn lock(&self) -> std::sync::MutexGuard<'_, StartingStatuses> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn apply(&self, event: &watcher::Event<ElectionPolicy>) {
+        let mut statuses = self.lock();
+        match event {
+            watcher::Event::Init => statuses.list_started(),
+            watcher::Event::InitApply(policy) => statuses.listed(PolicyKey::of(policy), policy.status.clone()),
+            watcher::Event::InitDone => statuses.list_done(),
+            watcher::Event::Apply(policy) => statuses.changed(&PolicyKey::of(policy), policy.status.as_ref()),
+            watcher::Event::Delete(policy) => statuses.deleted(&PolicyKey::of(policy)),
+        }
+    }
+
+    fn take(&self, policy: &PolicyKey) -> Option<ElectionPolicyStatus> {
+        self.lock().take(policy)
     }
 }
 
@@ -411,22 +452,43 @@ async fn configure(policy: &ElectionPolicy, context: &Context) -> Result<Action>
                 .filter_map(|d| kube::core::Selector::try_from(d.spec.selector.clone()).ok())
                 .collect(),
             deployments: selected.iter().map(|d| d.name_any()).collect(),
-            current_status: policy.status.clone(),
+            current_status: context.starting_statuses.take(&PolicyKey::of(policy)),
         })
         .await;
     tracing::debug!(%name, "reconciled");
-    Ok(Action::requeue(safety_net_requeue()))
+    // Everything that matters triggers a reconcile; `safety_net` covers missed watch events.
+    Ok(Action::await_change())
 }
 
-/// Everything that matters triggers a reconcile; this one is a safety net against missed
-/// watch events. It comes at a random point between 5 and 10 minutes: policies listed
-/// together would otherwise all come back in the same instant, every time (at N = 10000
-/// the minute of such a round took 17.6 CPU-seconds, ten times a quiet minute's).
-fn safety_net_requeue() -> Duration {
-    use std::hash::BuildHasher;
-    // RandomState is seeded randomly: its hash of anything is a random number.
-    let random = std::collections::hash_map::RandomState::new().hash_one(0u8);
-    Duration::from_secs(300) + Duration::from_millis(random % 300_000)
+/// How often the safety net reconciles each policy again.
+const SAFETY_NET_PERIOD: Duration = Duration::from_secs(300);
+/// The safety net's slices: one goes every `SAFETY_NET_PERIOD / SAFETY_NET_SLICES`.
+const SAFETY_NET_SLICES: u64 = 30;
+
+/// The safety net against missed watch events: every policy is reconciled again every
+/// five minutes, a thirtieth of them every ten seconds. One sweep rather than a requeue per
+/// policy: kube-runtime's scheduler keeps about 0.7 KiB for each scheduled policy (7 MiB at
+/// 10000 policies), and policies listed together were due together, every time (at N =
+/// 10000 the minute of such a round took 17.6 CPU-seconds, ten times a quiet minute's).
+/// The sweep reads the cache, which is empty until it has listed.
+async fn safety_net(policies: Store<ElectionPolicy>, retry: mpsc::UnboundedSender<ObjectRef<ElectionPolicy>>) {
+    let mut ticks = tokio::time::interval(SAFETY_NET_PERIOD / SAFETY_NET_SLICES as u32);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for slice in (0..SAFETY_NET_SLICES).cycle() {
+        ticks.tick().await;
+        for policy in policies.state() {
+            if safety_net_slice(&PolicyKey::of(&policy)) == slice && retry.send(ObjectRef::from_obj(&*policy)).is_err()
+            {
+                return; // the controller has stopped
+            }
+        }
+    }
+}
+
+/// The slice a policy's safety-net reconcile falls in: fixed, so each comes back every
+/// period, and spread by a hash of its name.
+fn safety_net_slice(policy: &PolicyKey) -> u64 {
+    crate::domain::fnv1a(&policy.to_string()) % SAFETY_NET_SLICES
 }
 
 /// The Deployments in `namespace` the policy selects, by name.
@@ -643,12 +705,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn safety_net_requeues_are_spread_between_five_and_ten_minutes() {
-        let delays: std::collections::HashSet<Duration> = (0..100).map(|_| safety_net_requeue()).collect();
-        let window = Duration::from_secs(300)..Duration::from_secs(600);
-        assert!(delays.iter().all(|delay| window.contains(delay)), "{delays:?}");
-        assert!(delays.len() > 90, "not the same instant for every policy: {delays:?}");
-        let spread = delays.iter().max().unwrap().saturating_sub(*delays.iter().min().unwrap());
-        assert!(spread > Duration::from_secs(150), "{spread:?}");
+    fn the_safety_net_spreads_policies_over_its_slices() {
+        let mut per_slice = [0u32; SAFETY_NET_SLICES as usize];
+        for i in 0..3000 {
+            per_slice[safety_net_slice(&PolicyKey::new("bench", format!("app-{i}"))) as usize] += 1;
+        }
+        // 100 a slice if even; a hash spreads them within a few tens of that.
+        assert!(per_slice.iter().all(|n| (50..150).contains(n)), "{per_slice:?}");
+        let key = PolicyKey::new("ns", "policy");
+        assert_eq!(safety_net_slice(&key), safety_net_slice(&key.clone()), "the same slice every period");
     }
 }
