@@ -245,8 +245,8 @@ impl Metrics {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PolicyLabels {
-    namespace: String,
-    policy: String,
+    namespace: Arc<str>,
+    policy: Arc<str>,
 }
 
 impl PolicyLabels {
@@ -257,16 +257,16 @@ impl PolicyLabels {
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LeaderLabels {
-    namespace: String,
-    policy: String,
-    leader: String,
-    lock: String,
+    namespace: Arc<str>,
+    policy: Arc<str>,
+    leader: Arc<str>,
+    lock: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct StateLabels {
-    namespace: String,
-    policy: String,
+    namespace: Arc<str>,
+    policy: Arc<str>,
     state: &'static str,
 }
 

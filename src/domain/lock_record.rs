@@ -6,7 +6,7 @@
 //! becomes a [`LockContent::Malformed`] with the reason, never a panic. The input is written
 //! by other programs, so every field is treated as untrusted.
 
-use std::{collections::BTreeMap, fmt};
+use std::{collections::BTreeMap, fmt, sync::Arc};
 
 use jiff::Timestamp;
 use serde::Deserialize;
@@ -26,12 +26,14 @@ pub const MAX_HOLDER_IDENTITY_CHARS: usize = 1024;
 /// is certainly a corrupted record rather than a configuration.
 pub const MAX_LEASE_DURATION_SECONDS: i64 = 24 * 60 * 60;
 
-/// Identifies a lock object.
+/// Identifies a lock object. Shared strings, as in `PolicyKey`: the key of every watched lock
+/// sits in the lock table twice (what the watch shows, and which policy it is routed to) and
+/// in its policy's configuration.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockKey {
     pub type_: LockType,
-    pub namespace: String,
-    pub name: String,
+    pub namespace: Arc<str>,
+    pub name: Arc<str>,
 }
 
 impl LockKey {
@@ -52,7 +54,7 @@ impl LockKey {
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LockScope {
     pub type_: LockType,
-    pub namespace: String,
+    pub namespace: Arc<str>,
 }
 
 impl fmt::Display for LockScope {

@@ -22,5 +22,15 @@ pub mod validation;
 /// FNV-1a, 64 bits: a stable hash (std's is not stable across Rust versions) for values
 /// stored in the cluster and compared by later operator versions.
 pub fn fnv1a(text: &str) -> u64 {
-    text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+    fnv1a_bytes(text.bytes())
+}
+
+/// FNV-1a of bytes as they come, for hashing parts of a key without joining them first.
+pub fn fnv1a_bytes(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes.into_iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
+}
+
+/// FNV-1a of `namespace/name`, without building that string.
+pub fn fnv1a_namespaced(namespace: &str, name: &str) -> u64 {
+    fnv1a_bytes(namespace.bytes().chain([b'/']).chain(name.bytes()))
 }

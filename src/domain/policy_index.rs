@@ -20,9 +20,9 @@ use crate::{
 /// What a policy is looked up by.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 enum Tag {
-    Namespace(String),
+    Namespace(Arc<str>),
     /// `spec.lock.name`, as written (the conflict check compares the specs' names).
-    LockName(String),
+    LockName(Arc<str>),
     /// Its status says ConfigInjected=False for a LockConflict.
     RefusedForConflict,
 }
@@ -39,7 +39,8 @@ impl PolicyIndex {
     pub fn insert(&mut self, policy: &ElectionPolicy) {
         let key = PolicyKey::of(policy);
         self.remove(&key);
-        let mut tags = vec![Tag::Namespace(key.namespace.clone()), Tag::LockName(policy.spec.lock.name.clone())];
+        let mut tags =
+            vec![Tag::Namespace(key.namespace.clone()), Tag::LockName(policy.spec.lock.name.as_str().into())];
         if refused_for_conflict(policy) {
             tags.push(Tag::RefusedForConflict);
         }
@@ -64,24 +65,16 @@ impl PolicyIndex {
 
     /// Policies whose `spec.lock.name` is `name`, in any namespace.
     pub fn naming_lock(&self, name: &str) -> Vec<PolicyKey> {
-        self.with(&Tag::LockName(name.to_string()))
+        self.with(&Tag::LockName(name.into()))
     }
 
     pub fn in_namespace(&self, namespace: &str) -> Vec<PolicyKey> {
-        self.with(&Tag::Namespace(namespace.to_string()))
+        self.with(&Tag::Namespace(namespace.into()))
     }
 
     /// Policies refused for a lock conflict: one that held the claim may have let go.
     pub fn refused_for_conflict(&self) -> Vec<PolicyKey> {
         self.with(&Tag::RefusedForConflict)
-    }
-
-    pub fn len(&self) -> usize {
-        self.tags_of.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.tags_of.is_empty()
     }
 
     /// Sorted, so what callers do with them does not depend on hashing.
@@ -145,7 +138,7 @@ mod tests {
         assert_eq!(index.naming_lock("lock"), [key("a", "one"), key("b", "two")]);
         assert_eq!(index.in_namespace("a"), [key("a", "one"), key("a", "three")]);
         assert_eq!(index.naming_lock("missing"), []);
-        assert_eq!(index.len(), 3);
+        assert_eq!(index.tags_of.len(), 3);
     }
 
     #[test]
@@ -157,7 +150,7 @@ mod tests {
         assert_eq!(index.naming_lock("renamed"), [key("a", "one")]);
         index.remove(&key("a", "one"));
         assert_eq!(index.in_namespace("a"), []);
-        assert!(index.is_empty());
+        assert!(index.tags_of.is_empty());
         assert!(index.with_tag.is_empty(), "no empty entries are left behind");
     }
 

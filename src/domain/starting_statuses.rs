@@ -56,14 +56,6 @@ impl StartingStatuses {
     pub fn take(&mut self, policy: &PolicyKey) -> Option<ElectionPolicyStatus> {
         self.statuses.remove(policy)
     }
-
-    pub fn len(&self) -> usize {
-        self.statuses.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.statuses.is_empty()
-    }
 }
 
 #[cfg(test)]
@@ -88,7 +80,7 @@ mod tests {
         assert_eq!(statuses.take(&key("a")).map(|s| s.leader), Some("pod-1".into()));
         assert_eq!(statuses.take(&key("a")), None, "the observer keeps it from then on");
         assert_eq!(statuses.take(&key("b")), None);
-        assert!(statuses.is_empty());
+        assert!(statuses.statuses.is_empty());
     }
 
     #[test]
@@ -101,14 +93,14 @@ mod tests {
         statuses.changed(&key("a"), status("pod-2").as_ref());
         statuses.changed(&key("new"), status("pod-3").as_ref());
         statuses.deleted(&key("gone"));
-        assert_eq!(statuses.len(), 1, "only a's status is left");
+        assert_eq!(statuses.statuses.len(), 1, "only a's status is left");
         assert_eq!(statuses.take(&key("a")).map(|s| s.leader), Some("pod-2".into()));
 
         // A relist after a watch error finds policies the observer already holds.
         statuses.list_started();
         statuses.listed(key("a"), status("pod-2"));
         statuses.list_done();
-        assert!(statuses.is_empty());
+        assert!(statuses.statuses.is_empty());
     }
 
     #[test]
@@ -120,6 +112,6 @@ mod tests {
         statuses.listed(key("a"), status("pod-2"));
         statuses.list_done();
         assert_eq!(statuses.take(&key("deleted-meanwhile")), None);
-        assert_eq!(statuses.len(), 1);
+        assert_eq!(statuses.statuses.len(), 1);
     }
 }

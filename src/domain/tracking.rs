@@ -9,7 +9,10 @@
 //! [`ClusterView`], and the time through a [`Moment`] argument, so tests drive it with
 //! plain data and assert the exact actions.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use kube::core::Selector;
 
@@ -58,7 +61,7 @@ pub struct Registration {
 
 impl Registration {
     pub fn key(&self) -> PolicyKey {
-        PolicyKey::new(&self.regarding.namespace, &self.regarding.name)
+        PolicyKey::new(self.regarding.namespace.as_str(), self.regarding.name.as_str())
     }
 
     /// The lock to watch: the one a valid policy names, unless it conflicts with another.
@@ -91,8 +94,10 @@ pub enum Action {
     Watch(LockKey),
     /// Stop routing this lock's events to the policy.
     Unwatch(LockKey),
-    /// Hand this status to the status writer.
-    WriteStatus(ElectionPolicyStatus),
+    /// Hand this status to the status writer. Shared with the tracker's record of what it
+    /// wrote: at a start every policy's status waits in the writer's queue, and a second
+    /// copy of each would raise the peak, and leave holes in the heap once written.
+    WriteStatus(Arc<ElectionPolicyStatus>),
     /// Publish this Event on the policy.
     Publish(Notice),
     /// Put the leader label on this one of the selected Pods and take it off the others
@@ -133,7 +138,7 @@ pub struct PolicyTracker {
     deployments: Vec<String>,
     holder: HolderCheck,
     /// The status last handed to the writer (or found on the object at start).
-    written: Option<ElectionPolicyStatus>,
+    written: Option<Arc<ElectionPolicyStatus>>,
     /// Leader changes observed since the operator started.
     observed_changes: u64,
     /// Leader changes, newest first, resumed from the status.
@@ -156,7 +161,7 @@ impl PolicyTracker {
             pod_selectors: Vec::new(),
             deployments: Vec::new(),
             holder: HolderCheck::default(),
-            written: registration.current_status.clone(),
+            written: registration.current_status.clone().map(Arc::new),
             observed_changes: 0,
             history: registration.current_status.as_ref().map(|s| s.history.clone()).unwrap_or_default(),
             previous: None,
@@ -192,7 +197,7 @@ impl PolicyTracker {
     /// problem is reported once, when the ConfigInjected condition changes (compared with
     /// the status, so an operator restart does not repeat it).
     pub fn register(&mut self, registration: Registration, view: &impl ClusterView, now: Moment) -> Vec<Action> {
-        let previous_config = config_condition(self.written.as_ref());
+        let previous_config = config_condition(self.written.as_deref());
         let previous_lock = self.watched_lock().cloned();
         let watched_lock = registration.watched_lock().cloned();
         let Registration { regarding, report, watch, pod_selectors, deployments, current_status } = registration;
@@ -210,7 +215,7 @@ impl PolicyTracker {
                 // the status as last written says the same, sooner.
                 let status = current_status
                     .as_ref()
-                    .or(self.written.as_ref())
+                    .or(self.written.as_deref())
                     .filter(|s| s.lock.as_deref() == Some(&lock.to_string()));
                 let resumed =
                     status.map_or_else(Resumed::default, |s| Resumed { leader: s.leader.clone(), state: s.state });
@@ -327,11 +332,14 @@ impl PolicyTracker {
                 _ => continue,
             };
             let seconds = leaderless.map(|d| d.as_millis() as f64 / 1000.0);
+            // Grown one entry at a time: a Vec doubling from 4 to 8 to 16 would keep room
+            // for up to 16 entries of which 10 are ever used, and most policies have one.
+            self.history.truncate(HISTORY_LENGTH - 1);
+            self.history.reserve_exact(1);
             self.history.insert(
                 0,
                 LeaderChange { holder: holder.clone(), since: stored_time(now.wall), leaderless_seconds: seconds },
             );
-            self.history.truncate(HISTORY_LENGTH);
             actions.extend(leaderless.map(Action::Failover));
         }
         let renew_time = self
@@ -398,23 +406,26 @@ impl PolicyTracker {
             concurrent: self.concurrent.as_deref(),
             history: &self.history,
         };
-        let status = render(&self.report, &seen, self.written.as_ref(), now.wall);
+        let status = render(&self.report, &seen, self.written.as_deref(), now.wall);
         let config = config_condition(Some(&status));
+        let (leader, lock, state) =
+            (Arc::from(status.leader.as_str()), Arc::from(status.lock.as_deref().unwrap_or_default()), status.state);
 
         // Until the lock has been looked at, a status would only say "unknown" over what the
         // previous operator instance wrote; keep that instead.
-        if !waiting_for_first_look && self.written.as_ref().is_none_or(|w| differs_for_users(w, &status)) {
-            actions.push(Action::WriteStatus(status.clone()));
-            self.written = Some(status.clone());
+        if !waiting_for_first_look && self.written.as_deref().is_none_or(|w| differs_for_users(w, &status)) {
+            let status = Arc::new(status);
+            actions.push(Action::WriteStatus(Arc::clone(&status)));
+            self.written = Some(status);
         }
         let observation = self.observation.as_ref();
         let previous_expires = self.previous.as_ref().and_then(|p| p.observation.stale_deadline());
         let wake = observation.and_then(LockObservation::deadline).into_iter().chain(previous_expires).min();
         actions.push(Action::SetTimer(wake));
         actions.push(Action::SetMetrics(PolicySnapshot {
-            leader: status.leader,
-            lock: status.lock.unwrap_or_default(),
-            state: status.state,
+            leader,
+            lock,
+            state,
             last_change: observation.and_then(LockObservation::last_change).map(|m| m.monotonic),
             deadline: observation.and_then(LockObservation::stale_deadline),
             recorded_transitions: observation.and_then(LockObservation::record).map(|r| r.leader_transitions),
@@ -505,8 +516,9 @@ fn config_condition(status: Option<&ElectionPolicyStatus>) -> Option<(String, St
 /// What the metrics show of one policy, kept current by the observer.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct PolicySnapshot {
-    pub leader: String,
-    pub lock: String,
+    /// Shared, as the scrape's labels take them, so a scrape allocates no label strings.
+    pub leader: Arc<str>,
+    pub lock: Arc<str>,
     pub state: Option<PolicyState>,
     /// Local time of the last observed change of the lock record.
     pub last_change: Option<Instant>,
@@ -630,7 +642,10 @@ mod tests {
     }
 
     fn written(actions: &[Action]) -> Vec<ElectionPolicyStatus> {
-        actions.iter().filter_map(|a| if let Action::WriteStatus(s) = a { Some(s.clone()) } else { None }).collect()
+        actions
+            .iter()
+            .filter_map(|a| if let Action::WriteStatus(s) = a { Some(ElectionPolicyStatus::clone(s)) } else { None })
+            .collect()
     }
 
     fn kinds(actions: &[Action]) -> Vec<&'static str> {

@@ -225,7 +225,11 @@ pub fn validate(
 
     match (timings.ok(), selector, detection, problems.is_empty()) {
         (Some(timings), Some(selector), Some(detection), true) => Ok(ValidPolicy {
-            lock: LockKey { type_: spec.lock.type_, namespace: lock_namespace, name: spec.lock.name.clone() },
+            lock: LockKey {
+                type_: spec.lock.type_,
+                namespace: lock_namespace.into(),
+                name: spec.lock.name.as_str().into(),
+            },
             timings,
             detection,
             leader_pod_label: spec.leader_pod_label,

@@ -322,7 +322,6 @@ fn policies_for_deployment(
     in_namespace
         .iter()
         .filter_map(|key| cached_policy(policies, key))
-        .filter(|p| p.namespace().as_deref() == Some(namespace.as_str()))
         .filter(|p| {
             carrier == Some(p.name_any().as_str())
                 || kube::core::Selector::try_from(p.spec.selector.clone()).is_ok_and(|s| s.matches(labels))
@@ -477,8 +476,9 @@ async fn safety_net(policies: Store<ElectionPolicy>, retry: mpsc::UnboundedSende
     for slice in (0..SAFETY_NET_SLICES).cycle() {
         ticks.tick().await;
         for policy in policies.state() {
-            if safety_net_slice(&PolicyKey::of(&policy)) == slice && retry.send(ObjectRef::from_obj(&*policy)).is_err()
-            {
+            let namespace = policy.metadata.namespace.as_deref().unwrap_or_default();
+            let name = policy.metadata.name.as_deref().unwrap_or_default();
+            if safety_net_slice(namespace, name) == slice && retry.send(ObjectRef::from_obj(&*policy)).is_err() {
                 return; // the controller has stopped
             }
         }
@@ -486,9 +486,10 @@ async fn safety_net(policies: Store<ElectionPolicy>, retry: mpsc::UnboundedSende
 }
 
 /// The slice a policy's safety-net reconcile falls in: fixed, so each comes back every
-/// period, and spread by a hash of its name.
-fn safety_net_slice(policy: &PolicyKey) -> u64 {
-    crate::domain::fnv1a(&policy.to_string()) % SAFETY_NET_SLICES
+/// period, and spread by a hash of its name. Hashed from the borrowed parts: the sweep
+/// looks at every cached policy each tick.
+fn safety_net_slice(namespace: &str, name: &str) -> u64 {
+    crate::domain::fnv1a_namespaced(namespace, name) % SAFETY_NET_SLICES
 }
 
 /// The Deployments in `namespace` the policy selects, by name.
@@ -538,18 +539,22 @@ fn conflict(policy: &ElectionPolicy, valid: &ValidPolicy, context: &Context) -> 
     // grow with every policy in the cluster. The cache may hold an older copy of one than
     // the index, so the test is made again on what the cache holds.
     let injects = valid.injection.mode != InjectionMode::None;
-    let mut candidates = context.index.read().naming_lock(&valid.lock.name);
-    if injects {
-        candidates.extend(context.index.read().in_namespace(&namespace));
-        candidates.sort();
-        candidates.dedup();
-    }
+    let candidates = {
+        let index = context.index.read();
+        let mut candidates = index.naming_lock(&valid.lock.name);
+        if injects {
+            candidates.extend(index.in_namespace(&namespace));
+            candidates.sort();
+            candidates.dedup();
+        }
+        candidates
+    };
     let others: Vec<(Arc<ElectionPolicy>, ValidPolicy)> = candidates
         .iter()
         .filter_map(|key| cached_policy(&context.policies, key))
         .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
-            p.spec.lock.name == valid.lock.name || (injects && p.namespace().as_deref() == Some(namespace.as_str()))
+            *p.spec.lock.name == *valid.lock.name || (injects && p.namespace().as_deref() == Some(namespace.as_str()))
         })
         .filter_map(|p| {
             let valid = context.validate(&p).ok()?;
@@ -660,7 +665,7 @@ fn carriers(context: &Context, namespace: &str, policy: &str) -> Vec<Arc<Deploym
 fn retry_conflicting(context: &Context, changed: &Regarding) {
     let refused = context.index.read().refused_for_conflict();
     for key in refused {
-        if key.namespace != changed.namespace || key.name != changed.name {
+        if *key.namespace != *changed.namespace || *key.name != *changed.name {
             let _ = context.retry.send(ObjectRef::new(&key.name).within(&key.namespace));
         }
     }
@@ -708,11 +713,15 @@ mod tests {
     fn the_safety_net_spreads_policies_over_its_slices() {
         let mut per_slice = [0u32; SAFETY_NET_SLICES as usize];
         for i in 0..3000 {
-            per_slice[safety_net_slice(&PolicyKey::new("bench", format!("app-{i}"))) as usize] += 1;
+            per_slice[safety_net_slice("bench", &format!("app-{i}")) as usize] += 1;
         }
         // 100 a slice if even; a hash spreads them within a few tens of that.
         assert!(per_slice.iter().all(|n| (50..150).contains(n)), "{per_slice:?}");
-        let key = PolicyKey::new("ns", "policy");
-        assert_eq!(safety_net_slice(&key), safety_net_slice(&key.clone()), "the same slice every period");
+        assert_eq!(safety_net_slice("ns", "policy"), safety_net_slice("ns", "policy"), "the same slice every period");
+        assert_eq!(
+            safety_net_slice("ns", "policy"),
+            crate::domain::fnv1a("ns/policy") % SAFETY_NET_SLICES,
+            "the slice of namespace/name"
+        );
     }
 }

@@ -17,7 +17,10 @@
 //! the observer is told it is blind. kube-runtime's watcher would otherwise resume from the
 //! last resourceVersion and, for a lock that does not change, never say it is seeing again.
 
-use std::collections::{HashMap, HashSet};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use futures::{Stream, StreamExt};
 use k8s_openapi::api::{
@@ -69,7 +72,7 @@ pub struct LockWatches {
 struct Running {
     run: WatchRun,
     /// Names of the watched locks in the scope.
-    locks: HashSet<String>,
+    locks: HashSet<Arc<str>>,
     task: JoinHandle<()>,
 }
 
@@ -121,7 +124,7 @@ impl LockWatches {
 /// Watches one scope until aborted, feeding the observer.
 async fn watch_scope(client: Client, scope: LockScope, run: WatchRun, observer: ObserverHandle, metrics: Metrics) {
     let config = watcher::Config::default();
-    let namespace = scope.namespace.as_str();
+    let namespace = &*scope.namespace;
     let mut backoff = WatchBackoff::new();
     loop {
         let outcome = match scope.type_ {
@@ -173,7 +176,7 @@ where
     let key = |object: &K| LockKey {
         type_: scope.type_,
         namespace: scope.namespace.clone(),
-        name: object.meta().name.clone().unwrap_or_default(),
+        name: object.meta().name.as_deref().unwrap_or_default().into(),
     };
     while let Some(item) = stream.next().await {
         if matches!(item, Ok(Event::InitApply(_) | Event::Apply(_) | Event::Delete(_))) {

@@ -11,6 +11,7 @@
 
 use std::{
     collections::{HashMap, HashSet},
+    sync::Arc,
     time::Instant,
 };
 
@@ -59,7 +60,7 @@ struct LockTable {
     /// Namespaces, by lock kind, whose current watch has listed: before that, a missing
     /// lock only means "not seen yet". Keyed so that the check on every renewal needs no
     /// LockScope built.
-    listed: HashMap<LockType, HashSet<String>>,
+    listed: HashMap<LockType, HashSet<Arc<str>>>,
     watches: LockWatches,
 }
 
@@ -200,7 +201,7 @@ impl Observer {
                         let affected: Vec<PolicyKey> = self
                             .entries
                             .keys()
-                            .filter(|policy| policy.namespace == namespace)
+                            .filter(|policy| *policy.namespace == *namespace)
                             .cloned()
                             .collect();
                         for policy in affected {
@@ -352,8 +353,7 @@ async fn publish_events(publisher: EventPublisher, mut events: mpsc::Receiver<(R
         })
         .collect();
     while let Some((regarding, notice)) = events.recv().await {
-        let shard =
-            crate::domain::fnv1a(&format!("{}/{}", regarding.namespace, regarding.name)) as usize % workers.len();
+        let shard = crate::domain::fnv1a_namespaced(&regarding.namespace, &regarding.name) as usize % workers.len();
         let _ = workers[shard].send((regarding, notice)).await;
     }
 }

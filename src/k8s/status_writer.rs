@@ -44,20 +44,20 @@ struct Shared {
 /// order and leave the older status in place.
 #[derive(Default)]
 struct QueueState {
-    pending: HashMap<PolicyKey, ElectionPolicyStatus>,
+    pending: HashMap<PolicyKey, Arc<ElectionPolicyStatus>>,
     in_flight: HashSet<PolicyKey>,
 }
 
 impl QueueState {
     /// Records the newest status; true when the policy needs a worker (none holds it).
-    fn offer(&mut self, policy: &PolicyKey, status: ElectionPolicyStatus) -> bool {
+    fn offer(&mut self, policy: &PolicyKey, status: Arc<ElectionPolicyStatus>) -> bool {
         self.pending.insert(policy.clone(), status);
         self.in_flight.insert(policy.clone())
     }
 
     /// The next status for a policy the caller holds, or `None` (releasing it) when there is
     /// nothing newer.
-    fn next(&mut self, policy: &PolicyKey) -> Option<ElectionPolicyStatus> {
+    fn next(&mut self, policy: &PolicyKey) -> Option<Arc<ElectionPolicyStatus>> {
         let next = self.pending.remove(policy);
         if next.is_none() {
             self.in_flight.remove(policy);
@@ -77,7 +77,7 @@ impl Shared {
         self.queue_state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn next(&self, policy: &PolicyKey) -> Option<ElectionPolicyStatus> {
+    fn next(&self, policy: &PolicyKey) -> Option<Arc<ElectionPolicyStatus>> {
         self.state().next(policy)
     }
 }
@@ -94,8 +94,9 @@ impl StatusWriter {
         StatusWriter { shared }
     }
 
-    /// Queues `status` for `policy`, replacing any version not yet written.
-    pub fn write(&self, policy: PolicyKey, status: ElectionPolicyStatus) {
+    /// Queues `status` for `policy`, replacing any version not yet written. Shared with the
+    /// tracker that rendered it, so a queued status costs no copy.
+    pub fn write(&self, policy: PolicyKey, status: Arc<ElectionPolicyStatus>) {
         // The first of a burst takes a queue slot; the rest ride on it, and a policy being
         // written is picked up again by its worker when that write is done.
         if self.shared.state().offer(&policy, status) {
@@ -151,8 +152,8 @@ async fn write_status(
 mod tests {
     use super::*;
 
-    fn status(leader: &str) -> ElectionPolicyStatus {
-        ElectionPolicyStatus { leader: leader.into(), ..Default::default() }
+    fn status(leader: &str) -> Arc<ElectionPolicyStatus> {
+        Arc::new(ElectionPolicyStatus { leader: leader.into(), ..Default::default() })
     }
 
     #[test]
