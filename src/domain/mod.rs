@@ -26,7 +26,7 @@ pub fn fnv1a(text: &str) -> u64 {
 }
 
 /// FNV-1a of bytes as they come, for hashing parts of a key without joining them first.
-pub fn fnv1a_bytes(bytes: impl IntoIterator<Item = u8>) -> u64 {
+fn fnv1a_bytes(bytes: impl IntoIterator<Item = u8>) -> u64 {
     bytes.into_iter().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3))
 }
 
