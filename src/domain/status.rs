@@ -154,6 +154,7 @@ pub fn stored_time(at: Timestamp) -> Time {
 /// Whether two statuses differ in anything worth a write. The time of the last observed
 /// renewal changes with every renewal and is refreshed only along with other changes;
 /// otherwise every renewal of every lock would cost a status write.
+///
 /// Compared field by field rather than on stripped copies: it runs on every renewal of every
 /// lock. The exhaustive pattern makes a new status field a compile error here until it is
 /// decided.
