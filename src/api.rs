@@ -15,6 +15,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
+use crate::domain::limits::{DurationLimit, MAX_FLAPPING_WINDOW, MAX_TIMING};
+
 /// client-go's `DefaultLeaseDuration`, as kube-controller-manager uses it.
 pub const DEFAULT_LEASE_DURATION: &str = "15s";
 /// client-go's `DefaultRenewDeadline`.
@@ -119,21 +121,33 @@ pub struct ElectionPolicySpec {
     /// Must be greater than renewDeadline.
     #[serde(default = "default_lease_duration")]
     #[validate(length(min = 1, max = 32))]
-    #[x_kube(validation = duration_format_rule("leaseDuration"), validation = duration_positive_rule("leaseDuration"))]
+    #[x_kube(
+        validation = duration_format_rule("leaseDuration"),
+        validation = duration_positive_rule("leaseDuration"),
+        validation = duration_bound_rule("leaseDuration", MAX_TIMING)
+    )]
     pub lease_duration: String,
 
     /// How long the leader keeps retrying to renew before it gives up leadership. A Go
     /// duration. Default 10s (client-go's default). Must be greater than 1.2 x retryPeriod.
     #[serde(default = "default_renew_deadline")]
     #[validate(length(min = 1, max = 32))]
-    #[x_kube(validation = duration_format_rule("renewDeadline"), validation = duration_positive_rule("renewDeadline"))]
+    #[x_kube(
+        validation = duration_format_rule("renewDeadline"),
+        validation = duration_positive_rule("renewDeadline"),
+        validation = duration_bound_rule("renewDeadline", MAX_TIMING)
+    )]
     pub renew_deadline: String,
 
     /// How long replicas wait between attempts to acquire or renew the lock. A Go duration.
     /// Default 2s (client-go's default).
     #[serde(default = "default_retry_period")]
     #[validate(length(min = 1, max = 32))]
-    #[x_kube(validation = duration_format_rule("retryPeriod"), validation = duration_positive_rule("retryPeriod"))]
+    #[x_kube(
+        validation = duration_format_rule("retryPeriod"),
+        validation = duration_positive_rule("retryPeriod"),
+        validation = duration_bound_rule("retryPeriod", MAX_TIMING)
+    )]
     pub retry_period: String,
 
     /// How the configuration reaches the selected Deployments. Default: environment
@@ -177,7 +191,11 @@ pub struct DetectionSpec {
     /// The window for flappingTransitions. A Go duration; default 10m.
     #[serde(default = "default_flapping_window")]
     #[validate(length(min = 1, max = 32))]
-    #[x_kube(validation = duration_format_rule("detection.flappingWindow"), validation = duration_positive_rule("detection.flappingWindow"))]
+    #[x_kube(
+        validation = duration_format_rule("detection.flappingWindow"),
+        validation = duration_positive_rule("detection.flappingWindow"),
+        validation = duration_bound_rule("detection.flappingWindow", MAX_FLAPPING_WINDOW)
+    )]
     pub flapping_window: String,
 
     /// RenewalsSlow is reported when no renewal has been observed for this long: an early
@@ -186,7 +204,11 @@ pub struct DetectionSpec {
     /// attempts in a row). Must be shorter than leaseDuration to fire first.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[validate(length(min = 1, max = 32))]
-    #[x_kube(validation = duration_format_rule("detection.slowRenewalAfter"), validation = duration_positive_rule("detection.slowRenewalAfter"))]
+    #[x_kube(
+        validation = duration_format_rule("detection.slowRenewalAfter"),
+        validation = duration_positive_rule("detection.slowRenewalAfter"),
+        validation = duration_bound_rule("detection.slowRenewalAfter", MAX_TIMING)
+    )]
     pub slow_renewal_after: Option<String>,
 }
 
@@ -250,9 +272,12 @@ pub struct InjectionSpec {
 
     /// Names of the containers to configure. Default: every container of the pod template
     /// (init containers excepted).
+    /// Each a container name (a DNS-1123 label, at most 63 characters).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[validate(length(min = 1, max = 64))]
-    #[schemars(extend("x-kubernetes-list-type" = "set"))]
+    #[validate(length(min = 1, max = 64), custom(function = "crate::domain::validation::container_names"))]
+    #[schemars(extend("x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 63)))]
+    #[x_kube(validation = Rule::new(format!("self.all(c, c.matches({DNS1123_LABEL_CEL_PATTERN}))"))
+        .message("injection.containers: each must be a container name (a DNS-1123 label of at most 63 characters)"))]
     pub containers: Option<Vec<String>>,
 }
 
@@ -382,6 +407,15 @@ fn default_retry_period() -> String {
 fn duration_format_rule(field: &str) -> kube::core::Rule {
     kube::core::Rule::new(format!("self.matches({GO_DURATION_CEL_PATTERN})"))
         .message(kube::core::Message::Message(format!("{field} must be a Go duration such as 15s, 1m30s or 500ms")))
+}
+
+/// A duration within its bound, the same as the operator's (see `domain::validation`).
+fn duration_bound_rule(field: &str, max: DurationLimit) -> kube::core::Rule {
+    kube::core::Rule::new(format!(
+        "!self.matches({GO_DURATION_CEL_PATTERN}) || duration(self) <= duration('{}')",
+        max.text
+    ))
+    .message(kube::core::Message::Message(format!("{field} must be at most {}", max.text)))
 }
 
 fn duration_positive_rule(field: &str) -> kube::core::Rule {

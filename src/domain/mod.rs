@@ -2,11 +2,14 @@
 //! what lets the tests below each module replay any sequence of observations exactly.
 
 pub mod claims;
+pub mod go_duration;
 pub mod holder;
 pub mod injection;
 pub mod injection_plan;
 pub mod leadership;
+pub mod limits;
 pub mod lock_record;
+pub mod names;
 pub mod namespaces;
 pub mod notices;
 pub mod observation;

@@ -4,7 +4,12 @@
 
 use std::{collections::BTreeSet, fmt};
 
-use super::validation::{Violation, dns1123_label};
+use super::names::{DNS1123_LABEL, is_dns1123_label};
+
+/// A --watch-namespaces entry that cannot be a namespace.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--watch-namespaces: {0:?}: {DNS1123_LABEL}")]
+pub struct NotANamespace(pub String);
 
 /// The namespaces the operator watches, reads and writes.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -18,11 +23,12 @@ pub enum WatchedNamespaces {
 
 impl WatchedNamespaces {
     /// Parses the flag's comma-separated list; an empty list means every namespace.
-    pub fn parse(list: &str) -> Result<Self, Violation> {
+    pub fn parse(list: &str) -> Result<Self, NotANamespace> {
         let mut namespaces = BTreeSet::new();
         for namespace in list.split(',').map(str::trim).filter(|n| !n.is_empty()) {
-            dns1123_label(namespace)
-                .map_err(|_| Violation::NotDns1123Label { field: format!("--watch-namespaces: {namespace:?}") })?;
+            if !is_dns1123_label(namespace) {
+                return Err(NotANamespace(namespace.to_string()));
+            }
             namespaces.insert(namespace.to_string());
         }
         Ok(if namespaces.is_empty() { WatchedNamespaces::All } else { WatchedNamespaces::Only(namespaces) })

@@ -13,7 +13,13 @@ use validator::{Validate, ValidationError, ValidationErrors, ValidationErrorsKin
 
 use crate::{
     api::{ElectionPolicySpec, InjectionSpec, LockType},
-    domain::{lock_record::LockKey, namespaces::WatchedNamespaces},
+    domain::{
+        go_duration,
+        limits::{DurationLimit, MAX_FLAPPING_WINDOW, MAX_TIMING},
+        lock_record::LockKey,
+        names::{DNS1123_LABEL, DNS1123_SUBDOMAIN, is_dns1123_label, is_dns1123_subdomain},
+        namespaces::WatchedNamespaces,
+    },
 };
 
 /// client-go's `JitterFactor`: renewDeadline must exceed it times retryPeriod.
@@ -89,6 +95,9 @@ pub enum Violation {
     /// A zero duration.
     #[error("{field} must be greater than 0")]
     ZeroDuration { field: String },
+    /// A duration beyond its bound (see [`MAX_TIMING`], [`MAX_FLAPPING_WINDOW`]).
+    #[error("{field} must be at most {max}")]
+    DurationTooLong { field: String, max: &'static str },
     /// client-go: the lease must outlive the leader's renewal attempts.
     #[error("leaseDuration must be greater than renewDeadline")]
     LeaseNotLongerThanRenewDeadline,
@@ -142,11 +151,6 @@ pub enum Violation {
     #[error("{}", rule_message(field, code, message.as_deref()))]
     Rule { field: String, code: String, message: Option<String> },
 }
-
-const DNS1123_SUBDOMAIN: &str =
-    "must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit";
-const DNS1123_LABEL: &str =
-    "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit";
 
 fn length_message(min: Option<u64>, max: Option<u64>) -> String {
     match (min, max) {
@@ -253,6 +257,7 @@ pub fn check_timings(t: &Timings) -> Result<(), Violation> {
         if value.is_zero() {
             return Err(Violation::ZeroDuration { field: field.into() });
         }
+        bounded(field, value, MAX_TIMING)?;
     }
     if t.lease_duration <= t.renew_deadline {
         return Err(Violation::LeaseNotLongerThanRenewDeadline);
@@ -265,71 +270,22 @@ pub fn check_timings(t: &Timings) -> Result<(), Violation> {
 }
 
 /// Parses a duration the way Go's `time.ParseDuration` does (which is what CEL's
-/// `duration()` runs at `kubectl apply`), so that the operator and the API server agree on
-/// every string. Negative values are errors here.
+/// `duration()` runs at `kubectl apply`; see [`go_duration`]), so that the operator and the
+/// API server agree on every string. Negative values are errors here.
 pub fn parse_go_duration(field: &str, text: &str) -> Result<Duration, Violation> {
-    let invalid = || Violation::NotADuration { field: field.into(), value: text.into() };
-    let (negative, nanos) = go_duration_nanos(text).ok_or_else(invalid)?;
-    if negative && nanos > 0 {
-        return Err(Violation::NegativeDuration { field: field.into(), value: text.into() });
-    }
-    Ok(Duration::from_nanos(u64::try_from(nanos).map_err(|_| invalid())?))
+    let nanos =
+        go_duration::parse(text).ok_or_else(|| Violation::NotADuration { field: field.into(), value: text.into() })?;
+    u64::try_from(nanos)
+        .map(Duration::from_nanos)
+        .map_err(|_| Violation::NegativeDuration { field: field.into(), value: text.into() })
 }
 
-/// `[-+]?([0-9]*(\.[0-9]*)?[a-z]+)+`, or "0": Go's grammar, with Go's range limit.
-fn go_duration_nanos(text: &str) -> Option<(bool, u128)> {
-    let (negative, mut rest) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    if rest == "0" {
-        return Some((negative, 0));
+/// A parsed duration within `max`.
+fn bounded(field: &str, value: Duration, max: DurationLimit) -> Result<Duration, Violation> {
+    if value > max.value {
+        return Err(Violation::DurationTooLong { field: field.into(), max: max.text });
     }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: u128 = 0;
-    while !rest.is_empty() {
-        let integer_end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
-        let (integer, after) = rest.split_at(integer_end);
-        let (fraction, after) = match after.strip_prefix('.') {
-            Some(f) => {
-                let end = f.find(|c: char| !c.is_ascii_digit()).unwrap_or(f.len());
-                f.split_at(end)
-            }
-            None => ("", after),
-        };
-        if integer.is_empty() && fraction.is_empty() {
-            return None;
-        }
-        let unit_end = after.find(|c: char| c == '.' || c.is_ascii_digit()).unwrap_or(after.len());
-        let (unit, after) = after.split_at(unit_end);
-        let unit_nanos: u128 = match unit {
-            "ns" => 1,
-            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
-            "ms" => 1_000_000,
-            "s" => 1_000_000_000,
-            "m" => 60_000_000_000,
-            "h" => 3_600_000_000_000,
-            _ => return None,
-        };
-        let whole: u128 = if integer.is_empty() { 0 } else { integer.parse().ok()? };
-        total = total.checked_add(whole.checked_mul(unit_nanos)?)?;
-        // Go keeps the fraction to the precision that fits and truncates the rest.
-        let mut scale: u128 = 1;
-        let mut numerator: u128 = 0;
-        for digit in fraction.bytes().take(30) {
-            numerator = numerator * 10 + u128::from(digit - b'0');
-            scale *= 10;
-        }
-        total = total.checked_add(numerator * unit_nanos / scale)?;
-        if total > i64::MAX as u128 + u128::from(negative) {
-            return None;
-        }
-        rest = after;
-    }
-    Some((negative, total))
+    Ok(value)
 }
 
 /// The detection thresholds, with renewDeadline / 2 as the default slow-renewal threshold.
@@ -338,6 +294,7 @@ fn parse_detection(spec: &ElectionPolicySpec) -> Result<Detection, Violation> {
     if window.is_zero() {
         return Err(Violation::ZeroDuration { field: "detection.flappingWindow".into() });
     }
+    let window = bounded("detection.flappingWindow", window, MAX_FLAPPING_WINDOW)?;
     let timings = parse_timings(spec).ok();
     let slow = match &spec.detection.slow_renewal_after {
         Some(text) => parse_go_duration("detection.slowRenewalAfter", text)?,
@@ -346,6 +303,7 @@ fn parse_detection(spec: &ElectionPolicySpec) -> Result<Detection, Violation> {
     if slow.is_zero() {
         return Err(Violation::ZeroDuration { field: "detection.slowRenewalAfter".into() });
     }
+    let slow = bounded("detection.slowRenewalAfter", slow, MAX_TIMING)?;
     if timings.is_some_and(|t| slow >= t.lease_duration) {
         return Err(Violation::SlowRenewalNotBeforeStale);
     }
@@ -391,27 +349,29 @@ fn parse_selector(spec: &ElectionPolicySpec) -> Result<Selector, Violation> {
 }
 
 const DNS1123_SUBDOMAIN_CODE: &str = "dns1123_subdomain";
+const CONTAINER_NAME_CODE: &str = "container_name";
 const DNS1123_LABEL_CODE: &str = "dns1123_label";
 
-/// A DNS-1123 subdomain, as Kubernetes validates object names.
+/// validator rule: a DNS-1123 subdomain, as Kubernetes validates object names.
 pub fn dns1123_subdomain(value: &str) -> Result<(), ValidationError> {
-    let ok = value.len() <= 253 && value.split('.').all(is_dns1123_label);
-    ok.then_some(()).ok_or_else(|| message_error(DNS1123_SUBDOMAIN_CODE, DNS1123_SUBDOMAIN))
+    is_dns1123_subdomain(value).then_some(()).ok_or_else(|| message_error(DNS1123_SUBDOMAIN_CODE, DNS1123_SUBDOMAIN))
 }
 
-/// A DNS-1123 label, as Kubernetes validates namespace names.
+/// validator rule: a DNS-1123 label, as Kubernetes validates namespace and container names.
 pub fn dns1123_label(value: &str) -> Result<(), ValidationError> {
     is_dns1123_label(value).then_some(()).ok_or_else(|| message_error(DNS1123_LABEL_CODE, DNS1123_LABEL))
 }
 
-fn is_dns1123_label(s: &str) -> bool {
-    let bytes = s.as_bytes();
-    let alnum = |b: &u8| b.is_ascii_lowercase() || b.is_ascii_digit();
-    !bytes.is_empty()
-        && bytes.len() <= 63
-        && alnum(&bytes[0])
-        && alnum(&bytes[bytes.len() - 1])
-        && bytes.iter().all(|b| alnum(b) || *b == b'-')
+/// validator rule on `injection.containers`: each name is a container name (a DNS-1123
+/// label), so none can carry a megabyte into a status message.
+pub fn container_names(names: &[String]) -> Result<(), ValidationError> {
+    match names.iter().find(|name| !is_dns1123_label(name)) {
+        None => Ok(()),
+        Some(name) => {
+            let shown: String = name.chars().take(64).collect();
+            Err(message_error(CONTAINER_NAME_CODE, format!("{shown:?} is not a container name: {DNS1123_LABEL}")))
+        }
+    }
 }
 
 fn message_error(code: &'static str, message: impl Into<Cow<'static, str>>) -> ValidationError {
@@ -637,6 +597,22 @@ mod tests {
     }
 
     #[test]
+    fn durations_are_bounded_the_same_as_the_crd_says() {
+        let ok = |overrides| validate("apps", &spec(overrides), &PolicyOptions::default());
+        // Go (and so CEL) reads this as exactly an hour: within the bound, so valid.
+        let hour = ok(json!({"leaseDuration": ".99999999999999999999999999h"})).unwrap();
+        assert_eq!(hour.timings.lease_duration, MAX_TIMING.value);
+        assert!(ok(json!({"leaseDuration": "1h0m0.000000001s"})).is_err(), "a nanosecond over");
+        assert!(ok(json!({"detection": {"flappingWindow": "24h"}})).is_ok());
+        let crd = crate::crd::crd_yaml();
+        for (field, limit) in [("leaseDuration", MAX_TIMING), ("detection.flappingWindow", MAX_FLAPPING_WINDOW)] {
+            let rule = format!("{field} must be at most {}", limit.text);
+            assert!(crd.contains(&rule), "the CRD lacks {rule:?}");
+            assert!(crd.contains(&format!("duration(self) <= duration('{}')", limit.text)));
+        }
+    }
+
+    #[test]
     fn durations_parse_like_go() {
         for (text, millis) in [("1h", 3_600_000), ("1m30s", 90_000), ("1.5s", 1_500), ("500ms", 500), ("2s", 2_000)] {
             assert_eq!(parse_go_duration("x", text).unwrap(), Duration::from_millis(millis), "{text}");
@@ -676,6 +652,10 @@ mod tests {
             json!({"detection": {"slowRenewalAfter": "0s"}}),
             json!({"detection": {"slowRenewalAfter": "15s"}}),
             json!({"detection": {"flappingTransitions": 0}}),
+            json!({"leaseDuration": "20000h"}),
+            json!({"retryPeriod": "61m"}),
+            json!({"detection": {"flappingWindow": "20000h"}}),
+            json!({"injection": {"containers": ["manager", "Not_A_Container"]}}),
             json!({
                 "leaseDuration": "1s",
                 "lock": {"name": "Bad", "namespace": "elsewhere", "type": "Endpoints"},
@@ -714,6 +694,10 @@ detection.flappingWindow: "later" is not a Go duration such as 15s, 1m30s or 500
 detection.slowRenewalAfter must be greater than 0
 detection.slowRenewalAfter must be shorter than leaseDuration, or LeaseStale would always come first
 detection.flappingTransitions: failed rule range
+leaseDuration must be at most 1h
+retryPeriod must be at most 1h
+detection.flappingWindow must be at most 24h
+injection.containers: "Not_A_Container" is not a container name: must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending with a letter or digit
 lock.name: must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', starting and ending with a letter or digit; selector must not be empty: an empty selector would select every Deployment in the namespace; lock.namespace: "elsewhere" is not the policy's namespace "apps"; a policy may only watch locks in its own namespace unless the operator runs with --allow-cross-namespace-locks; lock.type: Endpoints locks are disabled; the operator must run with --legacy-locks (Helm value legacyLocks.enabled) to read Endpoints and ConfigMap locks; leaderPodLabel: the operator must run with --leader-pod-label (Helm value leaderPodLabel.enabled) to label Pods; detection.slowRenewalAfter: "nope" is not a Go duration such as 15s, 1m30s or 500ms
 --leader-election-lease-duration: "1x" is not a Go duration such as 15s, 1m30s or 500ms
 --leader-election-retry-period must be greater than 0, got "-2s"

@@ -1,0 +1,3 @@
+module election-operator.dev/e2e/durations
+
+go 1.26.0
