@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc};
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::api::LockType;
+use crate::{api::LockType, domain::limits::MAX_RECORD_LEASE_SECONDS};
 
 /// The annotation in which client-go before v0.24 kept the record on Endpoints and
 /// ConfigMap locks.
@@ -22,9 +22,6 @@ pub const MAX_RECORD_BYTES: usize = 16 * 1024;
 /// Longest holder identity accepted. Pod names are at most 253 characters; client-go
 /// identities are a hostname plus a suffix.
 pub const MAX_HOLDER_IDENTITY_CHARS: usize = 1024;
-/// Longest lease duration accepted as sane: a day. client-go has no limit, but a longer lease
-/// is certainly a corrupted record rather than a configuration.
-pub const MAX_LEASE_DURATION_SECONDS: i64 = 24 * 60 * 60;
 
 /// Identifies a lock object. Shared strings, as in `PolicyKey`: the key of every watched lock
 /// sits in the lock table twice (what the watch shows, and which policy it is routed to) and
@@ -211,9 +208,9 @@ fn checked(record: LeaderElectionRecord) -> LockContent {
     }
     // A released lock (empty holder) keeps whatever duration it had; only a held one needs
     // a usable duration.
-    if record.has_holder() && !(0..=MAX_LEASE_DURATION_SECONDS).contains(&record.lease_duration_seconds) {
+    if record.has_holder() && !(0..=MAX_RECORD_LEASE_SECONDS).contains(&record.lease_duration_seconds) {
         return LockContent::Malformed(format!(
-            "leaseDurationSeconds {} is outside 0..={MAX_LEASE_DURATION_SECONDS}",
+            "leaseDurationSeconds {} is outside 0..={MAX_RECORD_LEASE_SECONDS}",
             record.lease_duration_seconds
         ));
     }
@@ -372,7 +369,7 @@ mod tests {
             // Whatever it decides, a record it accepts is one client-go could have written.
             if let LockContent::Record(record) = content {
                 proptest::prop_assert!(record.leader_transitions >= 0);
-                proptest::prop_assert!(!record.has_holder() || (0..=MAX_LEASE_DURATION_SECONDS).contains(&record.lease_duration_seconds));
+                proptest::prop_assert!(!record.has_holder() || (0..=MAX_RECORD_LEASE_SECONDS).contains(&record.lease_duration_seconds));
             }
             let _ = from_lease_spec(Some(&serde_json::json!({
                 "holderIdentity": json["holderIdentity"], "leaseDurationSeconds": json["leaseDurationSeconds"],

@@ -17,6 +17,7 @@ use jiff::Timestamp;
 use crate::{
     api::PolicyState,
     domain::{
+        limits::MAX_RECORD_LEASE_SECONDS,
         lock_record::{LeaderElectionRecord, LockContent},
         validation::Detection,
     },
@@ -250,10 +251,15 @@ impl LockObservation {
         self.detection
     }
 
-    /// The lease duration in force: the record's own, else the policy's.
+    /// The lease duration in force: the holder's own, as its record says, else the policy's.
+    /// A released record's duration is nobody's lease (any program can write one), so it
+    /// never counts; a held one is within a day (see `lock_record::checked`), and bounded
+    /// here again so that no record can make a deadline the timers cannot take.
     pub fn lease_duration(&self) -> Duration {
         match self.record() {
-            Some(r) if r.lease_duration_seconds > 0 => Duration::from_secs(r.lease_duration_seconds as u64),
+            Some(r) if r.has_holder() && (1..=MAX_RECORD_LEASE_SECONDS).contains(&r.lease_duration_seconds) => {
+                Duration::from_secs(r.lease_duration_seconds as u64)
+            }
             _ => self.fallback_lease_duration,
         }
     }
@@ -783,6 +789,29 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A released record may carry any leaseDurationSeconds (any program can write one): it
+    /// is nobody's lease, and must not push a deadline (the slow-renewal recovery counts a
+    /// lease duration) past what the timers take.
+    #[test]
+    fn a_released_record_s_lease_duration_is_never_timed() {
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 1));
+        o.check_deadline(t0.after(Duration::from_secs(6)));
+        assert!(o.is_slow(), "renewals ran late");
+        o.observe(t0.after(Duration::from_secs(7)), record("a", 2));
+        let released = LockContent::Record(LeaderElectionRecord {
+            holder_identity: String::new(),
+            lease_duration_seconds: i64::from(i32::MAX),
+            acquire_time: None,
+            renew_time: Some("2026-01-01T00:00:09Z".into()),
+            leader_transitions: 0,
+        });
+        o.observe(t0.after(Duration::from_secs(9)), released);
+        assert_eq!(o.lease_duration(), LEASE, "the policy's, not the released record's");
+        let ahead = o.deadline().map(|d| d.saturating_duration_since(t0.monotonic));
+        assert!(ahead.is_none_or(|d| d <= Duration::from_secs(60)), "{ahead:?}");
     }
 
     #[test]

@@ -25,6 +25,7 @@ use crate::{
     api::LockType,
     domain::{
         holder::HolderPod,
+        limits::clamp_timer,
         lock_record::{LockContent, LockKey, LockScope},
         notices::{Notice, Regarding},
         observation::Moment,
@@ -326,6 +327,9 @@ fn arm(
     policy: &PolicyKey,
     deadline: Option<std::time::Instant>,
 ) {
+    // Whatever a record or a policy says, no timer goes further than the clamp: beyond
+    // 2^36 ms DelayQueue panics, and with it the observation of every policy.
+    let deadline = deadline.map(|at| clamp_timer(at, Instant::now()));
     match (deadline, timer.as_ref()) {
         (Some(at), Some(key)) => timers.reset_at(key, at.into()),
         (Some(at), None) => *timer = Some(timers.insert_at(policy.clone(), at.into())),
