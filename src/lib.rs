@@ -7,10 +7,12 @@
 pub mod api;
 pub mod crd;
 pub mod domain;
+pub mod failpoints;
 pub mod http;
 pub mod k8s;
 pub mod metrics;
 pub mod operator;
+pub mod supervisor;
 
 /// Every failure the operator handles.
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,10 @@ pub enum Error {
     #[error("leadership lost")]
     LeadershipLost,
 
+    /// A task of the operator panicked, or ended while it should run (see [`supervisor`]).
+    #[error("{0}")]
+    TaskFailed(supervisor::TaskFailure),
+
     /// A --metrics-bind-address or --health-probe-bind-address that is not an address.
     #[error("{address:?}: {reason}")]
     InvalidBindAddress { address: String, reason: std::net::AddrParseError },
@@ -53,6 +59,7 @@ impl Error {
             Error::Injection(_) => "injection",
             Error::MissingField(_) => "missing_field",
             Error::LeadershipLost => "leadership_lost",
+            Error::TaskFailed(_) => "task_failed",
             Error::InvalidBindAddress { .. } => "invalid_bind_address",
         }
     }

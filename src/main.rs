@@ -15,6 +15,7 @@ use election_operator::{
     k8s::{leader_election::LeaseLocation, locks},
     metrics::Metrics,
     operator::{self, Settings},
+    supervisor::Supervisor,
 };
 use tokio::sync::watch;
 use tracing::{error, info};
@@ -215,6 +216,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         kube::Client::try_default().await.context("finding the cluster (KUBECONFIG, ~/.kube/config or in-cluster)")?;
     let metrics = Metrics::new();
     let readiness = Readiness::default();
+    let (supervisor, failures) = Supervisor::new();
     if let Some(address) = metrics_address {
         let serving = if args.metrics_secure {
             let tls = tls::server_config(args.metrics_cert_dir.as_deref()).context("--metrics-cert-dir")?;
@@ -222,12 +224,22 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             MetricsServing::Open
         };
-        let listener = serve_metrics(address, metrics.clone(), serving);
-        tokio::spawn(async move { listener.await.inspect_err(|e| error!(%e, "metrics endpoint failed")) });
+        let server = serve_metrics(address, metrics.clone(), serving);
+        let reporter = supervisor.clone();
+        supervisor.spawn_forever("metrics endpoint", async move {
+            if let Err(error) = server.await {
+                reporter.report("metrics endpoint", format!("failed: {error}"));
+            }
+        });
     }
     if let Some(address) = probe_address {
-        let listener = serve_probes(address, readiness.clone());
-        tokio::spawn(async move { listener.await.inspect_err(|e| error!(%e, "probe endpoint failed")) });
+        let server = serve_probes(address, readiness.clone(), supervisor.liveness());
+        let reporter = supervisor.clone();
+        supervisor.spawn_forever("probe endpoint", async move {
+            if let Err(error) = server.await {
+                reporter.report("probe endpoint", format!("failed: {error}"));
+            }
+        });
     }
 
     operator::check_crd(&client, &watched_namespaces).await?;
@@ -258,9 +270,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         identity,
         election,
     };
-    // Lost leadership is an error: the process exits non-zero, and Kubernetes restarts it as
-    // a standby.
-    Ok(operator::run(client, settings, metrics, readiness, shutdown).await?)
+    // Lost leadership, or a task that failed, is an error: the process exits non-zero, and
+    // Kubernetes restarts it (as a standby, if another replica took over).
+    let runtime = operator::Runtime { client, metrics, readiness, supervisor, failures };
+    Ok(operator::run(runtime, settings, shutdown).await?)
 }
 
 async fn remove_observed_labels(legacy_locks: bool, namespaces: &WatchedNamespaces) -> anyhow::Result<()> {

@@ -55,6 +55,11 @@ struct ReasonLabels {
     reason: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InputLabels {
+    input: &'static str,
+}
+
 /// All of the operator's metrics. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct Metrics {
@@ -71,6 +76,11 @@ struct Inner {
     api_errors: Family<OperationLabels, Counter>,
     watch_restarts: Family<ResourceLabels, Counter>,
     events: Family<ReasonLabels, Counter>,
+    events_dropped: Family<ReasonLabels, Counter>,
+    status_write_failures: Family<ReasonLabels, Counter>,
+    observer_steps: Family<InputLabels, Counter>,
+    late_timers: Counter,
+    metrics_reviews: Family<ResultLabels, Counter>,
     lock_events: Family<ResourceLabels, Counter>,
     status_writes: Counter,
     leading: Gauge,
@@ -118,6 +128,40 @@ impl Metrics {
         registry.register("watch_restarts", "Watches restarted after an error, by resource", watch_restarts.clone());
         let events = Family::<ReasonLabels, Counter>::default();
         registry.register("events", "Events published, by reason", events.clone());
+        let events_dropped = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "events_dropped",
+            "Events not published, by why: spam (the policy's budget of 25, then one every 5 minutes, is spent), \
+             queue_full (its namespace's queue is full) or failed (the API server refused every attempt)",
+            events_dropped.clone(),
+        );
+        let status_write_failures = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "status_write_failures",
+            "Status writes that failed, by the API server's answer (forbidden, invalid, too_large, bad_request, \
+             throttled, server_error) or unreachable; each is retried with back-off",
+            status_write_failures.clone(),
+        );
+        let observer_steps = Family::<InputLabels, Counter>::default();
+        registry.register(
+            "observer_steps",
+            "Inputs the observer handed to a policy's tracker, by kind (register, lock, deadline, pods, blind)",
+            observer_steps.clone(),
+        );
+        let late_timers = Counter::default();
+        registry.register(
+            "late_timers",
+            "Deadlines whose timer went off late (the process was paused or starved): the lock was read again \
+             before judging",
+            late_timers.clone(),
+        );
+        let metrics_reviews = Family::<ResultLabels, Counter>::default();
+        registry.register(
+            "metrics_access_reviews",
+            "Callers of /metrics reviewed through the API server (result allowed, forbidden, unauthenticated, \
+             error), and those turned away unreviewed (result throttled)",
+            metrics_reviews.clone(),
+        );
         let lock_events = Family::<ResourceLabels, Counter>::default();
         registry.register(
             "lock_watch_events",
@@ -152,6 +196,11 @@ impl Metrics {
                 api_errors,
                 watch_restarts,
                 events,
+                events_dropped,
+                status_write_failures,
+                observer_steps,
+                late_timers,
+                metrics_reviews,
                 lock_events,
                 status_writes,
                 leading,
@@ -190,6 +239,26 @@ impl Metrics {
 
     pub fn event_published(&self, reason: &'static str) {
         self.inner.events.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn event_dropped(&self, reason: &'static str) {
+        self.inner.events_dropped.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn status_write_failed(&self, reason: &'static str) {
+        self.inner.status_write_failures.get_or_create(&ReasonLabels { reason }).inc();
+    }
+
+    pub fn observer_step(&self, input: &'static str) {
+        self.inner.observer_steps.get_or_create(&InputLabels { input }).inc();
+    }
+
+    pub fn late_timer(&self) {
+        self.inner.late_timers.inc();
+    }
+
+    pub fn metrics_access_reviewed(&self, result: &'static str) {
+        self.inner.metrics_reviews.get_or_create(&ResultLabels { result }).inc();
     }
 
     pub fn lock_event_received(&self, resource: &'static str) {
@@ -463,7 +532,19 @@ mod tests {
         let metrics = Metrics::new();
         metrics.reconciled(Duration::from_millis(3), Some("kube"));
         metrics.api_request("patch_deployment", false);
+        metrics.event_dropped("spam");
+        metrics.status_write_failed("forbidden");
+        metrics.observer_step("pods");
+        metrics.metrics_access_reviewed("throttled");
         let text = metrics.render();
+        for line in [
+            r#"election_events_dropped_total{reason="spam"} 1"#,
+            r#"election_status_write_failures_total{reason="forbidden"} 1"#,
+            r#"election_observer_steps_total{input="pods"} 1"#,
+            r#"election_metrics_access_reviews_total{result="throttled"} 1"#,
+        ] {
+            assert!(text.contains(line), "{line} missing:\n{text}");
+        }
         assert!(text.contains(r#"election_reconciles_total{result="error"} 1"#), "{text}");
         assert!(text.contains(r#"election_reconcile_errors_total{error="kube"} 1"#), "{text}");
         assert!(text.contains(r#"election_api_errors_total{operation="patch_deployment"} 1"#), "{text}");
@@ -551,6 +632,9 @@ election_reconcile_duration_seconds_bucket{le="2.5"} 0
 election_reconcile_duration_seconds_bucket{le="5.0"} 0
 election_reconcile_duration_seconds_bucket{le="10.0"} 0
 election_reconcile_duration_seconds_bucket{le="+Inf"} 0
+# HELP election_late_timers Deadlines whose timer went off late (the process was paused or starved): the lock was read again before judging.
+# TYPE election_late_timers counter
+election_late_timers_total 0
 # HELP election_status_writes ElectionPolicy status writes.
 # TYPE election_status_writes counter
 election_status_writes_total 0

@@ -1,6 +1,12 @@
 //! Assembles the running operator from its parts: the observer (with its lock watches), the
-//! policy controller and, with --leader-elect, the election that decides which replica
-//! runs them.
+//! policy controller, the Event publisher and, with --leader-elect, the election that
+//! decides which replica runs them. Every task runs under the [`Supervisor`]; the first to
+//! fail stops the operator.
+//!
+//! Stopping happens in one order, whatever the cause (SIGTERM, a failed task, lost
+//! leadership): the workers stop first (the controller, the observer, the status writers and
+//! Event publishers, the watches), and only then is the Lease released, so that no write of
+//! this replica can land after a standby has taken over.
 
 use std::time::Duration;
 
@@ -19,13 +25,14 @@ use crate::{
     http::Readiness,
     k8s::{
         controller,
-        events::EventPublisher,
+        events::Events,
         inbox::inbox,
         leader_election::{self, LeaseLocation},
         observer::Observer,
         status_code,
     },
     metrics::Metrics,
+    supervisor::{Failures, Supervisor},
 };
 
 /// How the operator runs, from flags.
@@ -67,35 +74,48 @@ pub async fn check_crd(client: &Client, namespaces: &WatchedNamespaces) -> Resul
     }
 }
 
-/// Runs until `shutdown` becomes true (returns Ok) or leadership is lost (returns Err).
-pub async fn run(
-    client: Client,
-    settings: Settings,
-    metrics: Metrics,
-    readiness: Readiness,
-    shutdown: watch::Receiver<bool>,
-) -> Result<()> {
+/// The running parts the operator needs to stop in order.
+pub struct Runtime {
+    pub client: Client,
+    pub metrics: Metrics,
+    pub readiness: Readiness,
+    pub supervisor: Supervisor,
+    pub failures: Failures,
+}
+
+/// Runs until `shutdown` becomes true (returns Ok), leadership is lost, or a task fails
+/// (returns Err).
+pub async fn run(runtime: Runtime, settings: Settings, shutdown: watch::Receiver<bool>) -> Result<()> {
+    let Runtime { client, metrics, readiness, supervisor, mut failures } = runtime;
+    // Told to release the Lease once the workers have stopped.
+    let (release, release_requested) = watch::channel(false);
     let mut lost_leadership = None;
     let mut election = None;
     if let Some((location, timings)) = settings.election.clone() {
         let (leading, mut leading_changes) = watch::channel(false);
         readiness.set(true);
-        // Awaited before returning: on shutdown it releases the Lease, so a standby takes
-        // over at once; returning first would end the process before the release is written.
+        // Awaited before returning: it releases the Lease, so a standby takes over at once;
+        // returning first would end the process before the release is written.
         let task = election.insert(tokio::spawn(leader_election::run(
             client.clone(),
             location,
             Elector::new(settings.identity.clone(), timings),
             leading,
             metrics.clone(),
-            shutdown.clone(),
+            release_requested,
         )));
         let mut waiting = shutdown.clone();
         tokio::select! {
             _ = leading_changes.wait_for(|leading| *leading) => {}
             _ = waiting.wait_for(|stop| *stop) => {
+                release.send_replace(true);
                 let _ = task.await;
                 return Ok(());
+            }
+            Some(failure) = failures.recv() => {
+                release.send_replace(true);
+                let _ = task.await;
+                return Err(Error::TaskFailed(failure));
             }
         }
         readiness.set(false);
@@ -108,20 +128,27 @@ pub async fn run(
         // The only replica acts, as a leader would.
         metrics.set_leading(true);
     }
-    let publisher = EventPublisher::new(client.clone(), settings.identity.clone(), metrics.clone());
+    let events = Events::start(
+        client.clone(),
+        settings.identity.clone(),
+        metrics.clone(),
+        &supervisor,
+        settings.write_concurrency.into(),
+    );
     let (observer, observer_inbox) = inbox();
     Observer::spawn(
         (observer.clone(), observer_inbox),
         client.clone(),
-        publisher.clone(),
+        events.clone(),
         metrics.clone(),
+        &supervisor,
         usize::from(settings.write_concurrency),
     );
 
     let stopping = tokio_util::sync::CancellationToken::new();
     {
         let (stopping, mut stop) = (stopping.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        supervisor.spawn("shutdown watch", async move {
             let _ = stop.wait_for(|stop| *stop).await;
             stopping.cancel();
         });
@@ -131,8 +158,9 @@ pub async fn run(
         client,
         options: settings.options,
         observer,
-        events: publisher,
+        events,
         metrics,
+        supervisor: supervisor.clone(),
         concurrency: settings.concurrency,
     };
     let controller = controller::run(
@@ -141,21 +169,28 @@ pub async fn run(
             info!("caches synced; reconciling");
             ready.set(true);
         },
-        stopping,
+        stopping.clone(),
     );
-    let result = match lost_leadership {
-        None => {
-            controller.await;
-            Ok(())
+    let lost = async move {
+        match lost_leadership {
+            Some(lost) => lost.await,
+            None => std::future::pending().await,
         }
-        Some(lost) => tokio::select! {
-            _ = controller => Ok(()),
-            _ = lost => {
-                error!("leadership lost; stopping so that only the new leader writes");
-                Err(Error::LeadershipLost)
-            }
-        },
     };
+    let result = tokio::select! {
+        // Ends once `shutdown` cancelled it, its reconciles finished.
+        _ = controller => Ok(()),
+        _ = lost => {
+            error!("leadership lost; stopping so that only the new leader writes");
+            Err(Error::LeadershipLost)
+        }
+        Some(failure) = failures.recv() => Err(Error::TaskFailed(failure)),
+    };
+    // Workers first (the controller's future is dropped above), then the Lease.
+    stopping.cancel();
+    supervisor.abort_all();
+    info!("workers stopped");
+    release.send_replace(true);
     if let Some(election) = election {
         let _ = election.await;
     }

@@ -42,6 +42,33 @@ pub fn clamp_timer(deadline: Instant, now: Instant) -> Instant {
     }
 }
 
+/// Events one policy may publish at once, then one every [`EVENT_REFILL_EVERY`]: client-go's
+/// EventCorrelator spam filter (`defaultSpamBurst` 25, `defaultSpamQPS` 1/300).
+pub const EVENT_BURST: u32 = 25;
+pub const EVENT_REFILL_EVERY: Duration = Duration::from_secs(300);
+
+/// Events waiting to be published, per namespace and in all: a namespace's burst (200
+/// policies going stale at once) fits; beyond, its Events are dropped and counted, never
+/// waited for, and the other namespaces keep their room.
+pub const EVENTS_QUEUED_PER_NAMESPACE: usize = 512;
+pub const EVENTS_QUEUED: usize = 8192;
+
+/// Attempts to publish one Event before it is dropped (and counted), retried with back-off
+/// off the workers' path.
+pub const EVENT_ATTEMPTS: u32 = 4;
+
+/// The longest condition message written to a status: messages quote what tenants wrote
+/// (names, durations, selectors), and a status too large to write would be retried forever.
+pub const CONDITION_MESSAGE_BYTES: usize = 4096;
+
+/// Back-off of a status write that failed: transient failures (the API server away, 429,
+/// 5xx) are retried within seconds; failures that will not heal by themselves (403 from a
+/// policy webhook or RBAC, 422, 413) every few minutes, each retry off the workers' path, so
+/// they never hold up another policy's status.
+pub const STATUS_RETRY_FIRST: Duration = Duration::from_millis(200);
+pub const STATUS_RETRY_TRANSIENT_MAX: Duration = Duration::from_secs(5);
+pub const STATUS_RETRY_PERMANENT_MAX: Duration = Duration::from_secs(300);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,6 +2,8 @@
 //! what lets the tests below each module replay any sequence of observations exactly.
 
 pub mod claims;
+pub mod event_budget;
+pub mod fair_queue;
 pub mod go_duration;
 pub mod holder;
 pub mod injection;

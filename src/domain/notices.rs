@@ -169,14 +169,19 @@ pub const NOTE_LIMIT_BYTES: usize = 1024;
 
 /// The note cut to [`NOTE_LIMIT_BYTES`] on a character boundary, "…" marking the cut.
 pub fn fit_note(note: &str) -> String {
-    if note.len() <= NOTE_LIMIT_BYTES {
-        return note.to_string();
+    fit(note, NOTE_LIMIT_BYTES)
+}
+
+/// `text` cut to `limit` bytes on a character boundary, "…" marking the cut.
+pub fn fit(text: &str, limit: usize) -> String {
+    if text.len() <= limit {
+        return text.to_string();
     }
-    let mut end = NOTE_LIMIT_BYTES - '…'.len_utf8();
-    while !note.is_char_boundary(end) {
+    let mut end = limit.saturating_sub('…'.len_utf8());
+    while !text.is_char_boundary(end) {
         end -= 1;
     }
-    format!("{}…", &note[..end])
+    format!("{}…", &text[..end])
 }
 
 fn humantime(duration: Duration) -> String {

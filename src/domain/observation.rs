@@ -477,6 +477,19 @@ impl LockObservation {
         }]
     }
 
+    /// A fresh read of the lock, made because a deadline's timer went off late (the process
+    /// was paused or starved, and a renewal may wait unread in the watch): if the record
+    /// differs from the one last observed, someone wrote it meanwhile, so the holder counts
+    /// as renewing from `at`. The record itself is left to the watch, which delivers it (and
+    /// any change before it) in order.
+    pub fn vouch(&mut self, content: &LockContent, at: Moment) {
+        let changed = self.content.as_ref() != Some(content);
+        if changed && self.health == Health::Healthy && self.last_change.is_some_and(|c| c.monotonic < at.monotonic) {
+            self.last_change = Some(at);
+            self.renewed(at.monotonic);
+        }
+    }
+
     /// The lock watch broke: until it lists again, the absence of changes means nothing.
     pub fn set_blind(&mut self) {
         self.blind = true;
@@ -789,6 +802,23 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn a_late_deadline_is_vouched_for_by_a_changed_record_only() {
+        let (mut o, t0) = fresh();
+        o.observe(t0, record("a", 1));
+        // Paused past the deadline; a fresh read shows a renewal the watch has not delivered.
+        let resumed = t0.after(LEASE * 2);
+        o.vouch(&record("a", 3), resumed);
+        assert!(!stale(&o.check_deadline(resumed)), "a renewal was made: not stale");
+        assert_eq!(o.stale_deadline(), Some(resumed.monotonic + LEASE));
+        // The watch then delivers it: a renewal, nothing to report.
+        assert!(o.observe(resumed.after(Duration::from_millis(5)), record("a", 3)).is_empty());
+        // A fresh read showing what was observed proves the holder stopped.
+        let later = resumed.after(LEASE * 2);
+        o.vouch(&record("a", 3), later);
+        assert!(stale(&o.check_deadline(later)));
     }
 
     /// A released record may carry any leaseDurationSeconds (any program can write one): it

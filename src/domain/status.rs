@@ -9,8 +9,9 @@ use crate::{
     api::{ElectionPolicyStatus, LeaderChange, PolicyState},
     domain::{
         holder::{HolderCheck, holder_not_found_message},
+        limits::CONDITION_MESSAGE_BYTES,
         lock_record::{LeaderElectionRecord, LockKey},
-        notices::ConcurrentLeaders,
+        notices::{ConcurrentLeaders, fit},
         observation::{Health, LockObservation},
         reasons::{condition, condition_reason as reason, event},
     },
@@ -119,7 +120,9 @@ pub fn render(
                 type_: type_.into(),
                 status: status.into(),
                 reason: reason.into(),
-                message,
+                // Messages quote what tenants wrote; however long that was, the status
+                // stays writable.
+                message: fit(&message, CONDITION_MESSAGE_BYTES),
                 observed_generation: report.generation,
                 last_transition_time: since.unwrap_or_else(|| stored_time(now)),
             }
@@ -422,6 +425,21 @@ mod tests {
         assert_eq!(s.leader, "");
         assert_eq!(condition(&s, "Ready").message, "leaseDuration must be greater than renewDeadline");
         assert_eq!(condition(&s, "LeaderHealthy").status, "Unknown");
+    }
+
+    #[test]
+    fn condition_messages_are_bounded_whatever_they_quote() {
+        let huge = format!("container {} not found", "x".repeat(1 << 20));
+        let s = render(
+            &report(ConfigOutcome::Failed { message: huge, injected: Vec::new() }),
+            &Seen::of(None, &HolderCheck::default()),
+            None,
+            Timestamp::now(),
+        );
+        for c in &s.conditions {
+            assert!(c.message.len() <= CONDITION_MESSAGE_BYTES, "{}: {} bytes", c.type_, c.message.len());
+        }
+        assert!(condition(&s, "ConfigInjected").message.ends_with('…'));
     }
 
     #[test]

@@ -19,7 +19,7 @@ use kube::core::Selector;
 use crate::{
     api::{ElectionPolicyStatus, LeaderChange, PolicyState},
     domain::{
-        holder::{HolderCheck, HolderPod, holder_not_found_message},
+        holder::{HolderCheck, HolderPod, holder_is_pod, holder_not_found_message},
         lock_record::{LockContent, LockKey},
         notices::{
             ConcurrentLeaders, Notice, Regarding, concurrent_leaders_notice, config_notice, holder_not_found_notice,
@@ -277,6 +277,40 @@ impl PolicyTracker {
         self.report(occurrences, now, &mut actions);
         self.refresh(view, now, &mut actions);
         actions
+    }
+
+    /// A deadline's timer went off late, and the watched locks were read again (`None`: the
+    /// read failed): a record that changed meanwhile vouches for its holder (see
+    /// [`LockObservation::vouch`]); then the deadline is judged as usual.
+    pub fn fresh_look(
+        &mut self,
+        reads: &[(LockKey, Option<LockContent>)],
+        at: Moment,
+        view: &impl ClusterView,
+        now: Moment,
+    ) -> Vec<Action> {
+        let current = self.watched_lock().cloned();
+        for (lock, content) in reads {
+            let Some(content) = content else { continue };
+            if Some(lock) == current.as_ref() {
+                if let Some(observation) = self.observation.as_mut() {
+                    observation.vouch(content, at);
+                }
+            } else if let Some(previous) = self.previous.as_mut().filter(|p| &p.lock == lock) {
+                previous.observation.vouch(content, at);
+            }
+        }
+        self.deadline(view, now)
+    }
+
+    /// Whether a change of the Pod `pod` can change what this policy reports: it is (or was)
+    /// the holder's, or the policy keeps the leader label on its Pods.
+    pub fn concerns_pod(&self, pod: &str) -> bool {
+        if self.pod_selectors.is_empty() {
+            return false;
+        }
+        let leader = self.observation.as_ref().map(LockObservation::leader).unwrap_or_default();
+        self.watch.is_some_and(|w| w.leader_pod_label) || (!leader.is_empty() && holder_is_pod(leader, pod))
     }
 
     /// The watch of the lock broke: until it lists again, silence proves nothing.

@@ -24,7 +24,7 @@ use axum::{
 use tracing::{info, warn};
 
 use self::access::{Decision, MetricsAccess};
-use crate::{Error, Result, metrics::Metrics};
+use crate::{Error, Result, metrics::Metrics, supervisor::Liveness};
 
 /// Whether the operator is doing its job: a standby waiting for leadership is ready; a
 /// leader is ready once its caches are synced.
@@ -82,9 +82,13 @@ pub async fn serve_metrics(address: SocketAddr, metrics: Metrics, serving: Metri
     }
 }
 
-pub async fn serve_probes(address: SocketAddr, readiness: Readiness) -> std::io::Result<()> {
-    let router =
-        Router::new().route("/healthz", get(|| async { "ok" })).route("/readyz", get(ready)).with_state(readiness);
+/// `/healthz` fails once a task of the operator failed (the process is stopping then, and
+/// a kubelet that probes before it has exited restarts it all the same); `/readyz` follows
+/// [`Readiness`].
+pub async fn serve_probes(address: SocketAddr, readiness: Readiness, liveness: Liveness) -> std::io::Result<()> {
+    let router = Router::new()
+        .route("/healthz", get(healthy).with_state(liveness))
+        .route("/readyz", get(ready).with_state(readiness));
     serve(address, router, "health probes").await
 }
 
@@ -109,6 +113,13 @@ async fn render_metrics(State(state): State<MetricsState>, headers: HeaderMap) -
     }
     let content_type = "application/openmetrics-text; version=1.0.0; charset=utf-8";
     ([(header::CONTENT_TYPE, content_type)], state.metrics.render()).into_response()
+}
+
+async fn healthy(State(liveness): State<Liveness>) -> Response {
+    match liveness.failure() {
+        None => (StatusCode::OK, "ok").into_response(),
+        Some(failure) => (StatusCode::INTERNAL_SERVER_ERROR, format!("{failure}\n")).into_response(),
+    }
 }
 
 async fn ready(State(readiness): State<Readiness>) -> impl IntoResponse {

@@ -40,8 +40,9 @@ use crate::{
         tracking::{Registration, WatchSettings},
         validation::{InvalidPolicy, PolicyOptions, ValidPolicy, validate},
     },
-    k8s::{api_call, cache_sync::CacheSync, events::EventPublisher, inbox::ObserverHandle, scoped_watch, status_code},
+    k8s::{api_call, cache_sync::CacheSync, events::Events, inbox::ObserverHandle, scoped_watch, status_code},
     metrics::Metrics,
+    supervisor::Supervisor,
 };
 
 /// Held on each policy until its configuration has been taken back out.
@@ -100,7 +101,8 @@ pub struct Parts {
     pub client: Client,
     pub options: PolicyOptions,
     pub observer: ObserverHandle,
-    pub events: EventPublisher,
+    pub events: Events,
+    pub supervisor: Supervisor,
     pub metrics: Metrics,
     /// Policies reconciled at once.
     pub concurrency: u16,
@@ -115,7 +117,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     let deployments_listed = caches.expect("deployments");
     {
         let caches = caches.clone();
-        tokio::spawn(async move {
+        parts.supervisor.spawn("cache sync", async move {
             caches.wait().await;
             ready();
         });
@@ -154,7 +156,9 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     .applied_objects()
     // The operator's own status writes change a policy too; they need no reconcile.
     .predicate_filter(reconcile_relevant, Default::default());
-    tokio::spawn(forget_deleted_policies(gone_policies, parts.observer.clone()));
+    parts
+        .supervisor
+        .spawn_forever("forget deleted policies", forget_deleted_policies(gone_policies, parts.observer.clone()));
 
     let (deployments, deployment_writer) = reflector::store::<Deployment>();
     let deployment_stream = reflector::reflector(
@@ -167,7 +171,7 @@ pub async fn run(parts: Parts, ready: impl FnOnce() + Send + 'static, shutdown: 
     .touched_objects();
 
     let (retry, retries) = mpsc::unbounded_channel();
-    let safety_net = tokio::spawn(safety_net(policies.clone(), retry.clone()));
+    let safety_net = parts.supervisor.spawn_forever("safety net", safety_net(policies.clone(), retry.clone()));
     let concurrency = parts.concurrency;
     let context = Arc::new(Context {
         parts,
@@ -613,7 +617,7 @@ async fn inject(
                 info!(%deployment, mode = ?valid.injection.mode, "configuration injected");
                 let (mode, lock) = (valid.injection.mode, &valid.lock);
                 let note = format!("updated the pod template of Deployment {deployment} ({mode:?} mode, lock {lock})");
-                publish(context, regarding, Severity::Normal, event::CONFIG_INJECTED, note).await;
+                publish(context, regarding, Severity::Normal, event::CONFIG_INJECTED, note);
                 injected.push(write.deployment);
             }
             Err(error) => match ApplyFailure::of(status_code(&error)).message(deployment, &error) {
@@ -633,7 +637,7 @@ async fn remove(removals: &[Write], regarding: &Regarding, context: &Context) ->
             Ok(()) => {
                 info!(%deployment, "configuration removed");
                 let note = format!("restored the pod template of Deployment {deployment}");
-                publish(context, regarding, Severity::Normal, event::CONFIG_REMOVED, note).await;
+                publish(context, regarding, Severity::Normal, event::CONFIG_REMOVED, note);
             }
             Err(error) if RemovalFailure::of(status_code(&error)) == RemovalFailure::AlreadyGone => {}
             Err(error) => return Err(error.into()),
@@ -687,22 +691,10 @@ fn selector_text(policy: &ElectionPolicy) -> String {
     kube::core::Selector::try_from(policy.spec.selector.clone()).map_or_else(|_| "(invalid)".into(), |s| s.to_string())
 }
 
-async fn publish(context: &Context, regarding: &Regarding, severity: Severity, reason: &'static str, note: String) {
-    context
-        .parts
-        .events
-        .publish(
-            regarding,
-            Notice {
-                severity,
-                reason,
-                action: "Inject",
-                note,
-                occurrence_id: None,
-                observed_at: jiff::Timestamp::now(),
-            },
-        )
-        .await;
+fn publish(context: &Context, regarding: &Regarding, severity: Severity, reason: &'static str, note: String) {
+    let notice =
+        Notice { severity, reason, action: "Inject", note, occurrence_id: None, observed_at: jiff::Timestamp::now() };
+    context.parts.events.offer(regarding, notice);
 }
 
 #[cfg(test)]

@@ -5,8 +5,18 @@
 //! first twice. Here each occurrence is its own Event. Occurrences that must be reported
 //! exactly once across operator restarts (leader transitions, staleness) get a name derived
 //! from what happened; publishing the same one twice then meets AlreadyExists and is a no-op.
+//!
+//! Whoever reports something ([`Events::offer`]) never waits: Events are queued, a queue
+//! per namespace served in turn ([`FairQueue`]) by a few workers, and an Event that cannot
+//! be queued or published is dropped and counted. Detection must never wait on the API
+//! server's answer to the last Event, least of all in a brownout, when a burst of
+//! LeaseStale is what there is to report; and one namespace's burst must not hold up
+//! another's. Each policy has a budget ([`EventBudget`], client-go's spam filter).
 
-use std::time::Duration;
+use std::{
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
 
 use jiff::Timestamp;
 use k8s_openapi::{
@@ -14,12 +24,20 @@ use k8s_openapi::{
     apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta},
 };
 use kube::{Api, Client, api::PostParams};
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::{
-    domain::notices::{Notice, Regarding, Severity, fit_note},
+    domain::{
+        event_budget::EventBudget,
+        fair_queue::{FairQueue, Full},
+        limits::{EVENT_ATTEMPTS, EVENTS_QUEUED, EVENTS_QUEUED_PER_NAMESPACE},
+        notices::{Notice, Regarding, Severity, fit_note},
+        policy_key::PolicyKey,
+    },
     k8s::api_call,
     metrics::Metrics,
+    supervisor::Supervisor,
 };
 
 /// Identifies the operator in every Event it writes.
@@ -37,48 +55,143 @@ fn object_reference(regarding: &Regarding) -> ObjectReference {
     }
 }
 
+/// One Event to publish, and how many times it was tried.
+struct Pending {
+    regarding: Regarding,
+    notice: Notice,
+    attempts: u32,
+}
+
+/// Queues Events and publishes them in the background. Cheap to clone.
 #[derive(Clone)]
-pub struct EventPublisher {
+pub struct Events {
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    queue: Mutex<FairQueue<Pending>>,
+    budget: Mutex<EventBudget<PolicyKey>>,
+    work: Notify,
     client: Client,
     instance: String,
     metrics: Metrics,
+    supervisor: Supervisor,
 }
 
-impl EventPublisher {
-    pub fn new(client: Client, instance: String, metrics: Metrics) -> Self {
-        EventPublisher { client, instance, metrics }
+/// What publishing one Event came to.
+enum Outcome {
+    Published,
+    /// Worth another attempt (the API server away, throttling, a timeout).
+    Retry(kube::Error),
+    /// Will not succeed (the namespace is going away, RBAC forbids it).
+    GiveUp(String),
+}
+
+impl Events {
+    /// Starts `workers` publishers, each with one Event in flight at most; `instance`
+    /// names this process in the Events.
+    pub fn start(client: Client, instance: String, metrics: Metrics, supervisor: &Supervisor, workers: usize) -> Self {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(FairQueue::new(EVENTS_QUEUED_PER_NAMESPACE, EVENTS_QUEUED)),
+            budget: Mutex::default(),
+            work: Notify::new(),
+            client,
+            instance,
+            metrics,
+            supervisor: supervisor.clone(),
+        });
+        for worker in 0..workers.max(1) {
+            supervisor.spawn_forever(format!("event publisher {worker}"), publish_queued(shared.clone()));
+        }
+        Events { shared }
     }
 
-    /// Publishes, retrying a few times on transient errors. Never fails: an Event that cannot
-    /// be written is logged and counted, not allowed to stop the operator.
-    pub async fn publish(&self, regarding: &Regarding, notice: Notice) {
+    /// Queues an Event on the policy `regarding`; never waits. Dropped (and counted) when the
+    /// policy has spent its budget or its namespace's queue is full.
+    pub fn offer(&self, regarding: &Regarding, notice: Notice) {
+        let key = PolicyKey::new(regarding.namespace.as_str(), regarding.name.as_str());
+        if !self.shared.budget.lock().unwrap_or_else(|e| e.into_inner()).take(&key, Instant::now()) {
+            debug!(policy = %key, reason = notice.reason, "event dropped: the policy's event budget is spent");
+            self.shared.metrics.event_dropped("spam");
+            return;
+        }
+        self.shared.push(&key.namespace, Pending { regarding: regarding.clone(), notice, attempts: 0 });
+    }
+}
+
+impl Shared {
+    fn push(&self, namespace: &Arc<str>, pending: Pending) {
+        let pushed = self.queue.lock().unwrap_or_else(|e| e.into_inner()).push(namespace, pending);
+        match pushed {
+            Ok(()) => self.work.notify_one(),
+            Err((full, pending)) => {
+                let why = match full {
+                    Full::Tenant => "its namespace's queue is full",
+                    Full::Queue => "the queue is full",
+                };
+                warn!(namespace = %namespace, policy = %pending.regarding.name, reason = pending.notice.reason, "event dropped: {why}");
+                self.metrics.event_dropped("queue_full");
+            }
+        }
+    }
+
+    fn next(&self) -> Option<Pending> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner()).pop()
+    }
+
+    async fn publish(&self, pending: &Pending) -> Outcome {
+        let Pending { regarding, notice, .. } = pending;
         let api: Api<Event> = Api::namespaced(self.client.clone(), &regarding.namespace);
-        let event = event(&self.instance, regarding, &notice, Timestamp::now());
-        let mut delay = Duration::from_millis(200);
-        for attempt in 1..=5 {
-            match api_call(&self.metrics, "create_event", api.create(&PostParams::default(), &event)).await {
-                Ok(_) => {
-                    self.metrics.event_published(notice.reason);
-                    debug!(policy = %regarding.name, reason = notice.reason, note = %notice.note, "event published");
-                    return;
-                }
-                Err(kube::Error::Api(status)) if status.code == 409 => {
-                    debug!(policy = %regarding.name, reason = notice.reason, "event already published");
-                    return;
-                }
-                Err(kube::Error::Api(status)) if status.code == 404 || status.code == 403 => {
-                    // The namespace is going away, or RBAC forbids it: retrying cannot help.
-                    warn!(policy = %regarding.name, reason = notice.reason, error = %status.message, "event not published");
-                    return;
-                }
-                Err(error) if attempt < 5 => {
-                    debug!(%error, attempt, "event not published yet, retrying");
+        let event = event(&self.instance, regarding, notice, Timestamp::now());
+        match api_call(&self.metrics, "create_event", api.create(&PostParams::default(), &event)).await {
+            Ok(_) => {
+                self.metrics.event_published(notice.reason);
+                debug!(policy = %regarding.name, reason = notice.reason, note = %notice.note, "event published");
+                Outcome::Published
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                debug!(policy = %regarding.name, reason = notice.reason, "event already published");
+                Outcome::Published
+            }
+            // The namespace is going away, RBAC or a policy webhook forbids it, or the API
+            // server will never take it: retrying cannot help.
+            Err(kube::Error::Api(status)) if matches!(status.code, 400 | 403 | 404 | 413 | 422) => {
+                Outcome::GiveUp(status.message)
+            }
+            Err(error) => Outcome::Retry(error),
+        }
+    }
+}
+
+/// One worker: publishes queued Events until the process stops. A failed attempt is retried
+/// later, queued again behind its namespace's others, so the worker goes on with the next
+/// namespace's Event meanwhile.
+async fn publish_queued(shared: Arc<Shared>) {
+    loop {
+        let Some(mut pending) = shared.next() else {
+            shared.work.notified().await;
+            continue;
+        };
+        pending.attempts += 1;
+        match shared.publish(&pending).await {
+            Outcome::Published => {}
+            Outcome::GiveUp(message) => {
+                warn!(policy = %pending.regarding.name, reason = pending.notice.reason, error = %message, "event not published");
+                shared.metrics.event_dropped("failed");
+            }
+            Outcome::Retry(error) if pending.attempts >= EVENT_ATTEMPTS => {
+                warn!(policy = %pending.regarding.name, reason = pending.notice.reason, %error, attempts = pending.attempts, "event not published");
+                shared.metrics.event_dropped("failed");
+            }
+            Outcome::Retry(error) => {
+                let delay = Duration::from_millis(200) * 2u32.pow(pending.attempts - 1);
+                debug!(policy = %pending.regarding.name, %error, attempt = pending.attempts, retry_in = ?delay, "event not published yet");
+                let again = shared.clone();
+                shared.supervisor.spawn("event retry", async move {
                     tokio::time::sleep(delay).await;
-                    delay *= 2;
-                }
-                Err(error) => {
-                    warn!(policy = %regarding.name, reason = notice.reason, %error, "event not published");
-                }
+                    let namespace: Arc<str> = pending.regarding.namespace.as_str().into();
+                    again.push(&namespace, pending);
+                });
             }
         }
     }

@@ -54,8 +54,12 @@ pub enum Message {
     /// one registered since may have been created after the list was taken.
     Retain(Vec<PolicyKey>, Instant),
     Lock(WatchRun, LockEvent),
-    /// A Pod in this namespace appeared, changed or went, or its Pods were (re)listed.
-    PodsChanged(String),
+    /// A Pod in this namespace appeared, went or changed its labels (`Some(name)`), or its
+    /// Pods were (re)listed (`None`).
+    PodsChanged(String, Option<String>),
+    /// The policy's watched locks as read again after its timer went off late (`None`
+    /// where the read failed), and when the reads returned.
+    FreshLook(PolicyKey, Vec<(LockKey, Option<LockContent>)>, Moment),
 }
 
 /// The receiving end, which the observer task owns.
@@ -91,8 +95,12 @@ impl ObserverHandle {
         self.send(Message::Lock(run, event)).await;
     }
 
-    pub async fn pods_changed(&self, namespace: String) {
-        self.send(Message::PodsChanged(namespace)).await;
+    pub async fn pods_changed(&self, namespace: String, pod: Option<String>) {
+        self.send(Message::PodsChanged(namespace, pod)).await;
+    }
+
+    pub async fn fresh_look(&self, policy: PolicyKey, reads: Vec<(LockKey, Option<LockContent>)>, at: Moment) {
+        self.send(Message::FreshLook(policy, reads, at)).await;
     }
 
     async fn send(&self, message: Message) {

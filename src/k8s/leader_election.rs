@@ -33,26 +33,46 @@ pub struct LeaseLocation {
     pub name: String,
 }
 
-/// Runs the election until `shutdown` fires. `leading` is set to true once this process
-/// leads; if it is ever set back to false, leadership was lost and the caller must stop.
+/// Runs the election until `release` becomes true (then a held Lease is released). `leading`
+/// is set to true once this process leads; if it is ever set back to false, leadership was
+/// lost and the caller must stop at once.
+///
+/// As client-go bounds a renewal by renewDeadline, a leader whose last successful renewal is
+/// renewDeadline old stops leading at that moment, even with a request still hanging on an
+/// unresponsive API server: a standby can take over only after leaseDuration (longer) from
+/// the same renewal, so two replicas never act at once.
 pub async fn run(
     client: Client,
     location: LeaseLocation,
     mut elector: Elector,
     leading: watch::Sender<bool>,
     metrics: Metrics,
-    mut shutdown: watch::Receiver<bool>,
+    mut release: watch::Receiver<bool>,
 ) {
     let api: Api<Lease> = Api::namespaced(client, &location.namespace);
     let timings = elector.timings();
     let mut last_renewal: Option<Instant> = None;
     info!(identity = elector.identity(), lease = %format!("{}/{}", location.namespace, location.name), "joining leader election");
     loop {
-        let succeeded = try_acquire_or_renew(&api, &location.name, &mut elector, &metrics).await;
-        let now = Instant::now();
         // Read first: a borrow() guard living through the match would deadlock the
         // send_replace() inside it.
         let was_leading = *leading.borrow();
+        let give_up_at = last_renewal.filter(|_| was_leading).map(|renewed| renewed + timings.renew_deadline);
+        let attempt = async {
+            let attempt = try_acquire_or_renew(&api, &location.name, &mut elector, &metrics);
+            match give_up_at {
+                Some(at) => tokio::time::timeout_at(at.into(), attempt).await.unwrap_or(false),
+                None => attempt.await,
+            }
+        };
+        let succeeded = tokio::select! {
+            succeeded = attempt => succeeded,
+            _ = released(&mut release) => {
+                stop(&api, &location.name, &elector, &leading, &metrics).await;
+                return;
+            }
+        };
+        let now = Instant::now();
         match (succeeded, was_leading) {
             (true, false) => {
                 info!(identity = elector.identity(), "became leader");
@@ -61,7 +81,7 @@ pub async fn run(
                 last_renewal = Some(now);
             }
             (true, true) => last_renewal = Some(now),
-            (false, true) if last_renewal.is_some_and(|t| now.duration_since(t) >= timings.renew_deadline) => {
+            (false, true) if give_up_at.is_some_and(|at| now >= at) => {
                 warn!(identity = elector.identity(), "could not renew the lease within renewDeadline; leadership lost");
                 leading.send_replace(false);
                 metrics.set_leading(false);
@@ -70,18 +90,32 @@ pub async fn run(
             _ => {}
         }
         // client-go waits retryPeriod between attempts, jittered by up to 1.2x for
-        // contenders so they do not all hit the API server at once.
-        let wait = if *leading.borrow() { timings.retry_period } else { jittered(timings.retry_period) };
+        // contenders so they do not all hit the API server at once. A leader never sleeps
+        // past its renew deadline.
+        let mut wake = now + if *leading.borrow() { timings.retry_period } else { jittered(timings.retry_period) };
+        if let Some(renewed) = last_renewal.filter(|_| *leading.borrow()) {
+            wake = wake.min(renewed + timings.renew_deadline);
+        }
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
-            _ = shutdown.changed() => {
-                if *leading.borrow() {
-                    release(&api, &location.name, &elector, &metrics).await;
-                    metrics.set_leading(false);
-                }
+            _ = tokio::time::sleep_until(wake.into()) => {}
+            _ = released(&mut release) => {
+                stop(&api, &location.name, &elector, &leading, &metrics).await;
                 return;
             }
         }
+    }
+}
+
+/// Until release is asked for. (The guard `wait_for` returns is not `Send`; it goes here.)
+async fn released(release: &mut watch::Receiver<bool>) {
+    let _ = release.wait_for(|release| *release).await;
+}
+
+/// Leaves the election, releasing the Lease if this process holds it.
+async fn stop(api: &Api<Lease>, name: &str, elector: &Elector, leading: &watch::Sender<bool>, metrics: &Metrics) {
+    if *leading.borrow() {
+        release_lease(api, name, elector, metrics).await;
+        metrics.set_leading(false);
     }
 }
 
@@ -144,7 +178,7 @@ async fn try_acquire_or_renew(api: &Api<Lease>, name: &str, elector: &mut Electo
     }
 }
 
-async fn release(api: &Api<Lease>, name: &str, elector: &Elector, metrics: &Metrics) {
+async fn release_lease(api: &Api<Lease>, name: &str, elector: &Elector, metrics: &Metrics) {
     let Ok(Some(mut lease)) = api_call(metrics, "get_own_lease", api.get_opt(name)).await else {
         return;
     };

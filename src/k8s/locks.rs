@@ -51,6 +51,7 @@ use crate::{
         inbox::{LockEvent, ObserverHandle, WatchRun},
     },
     metrics::Metrics,
+    supervisor::Supervisor,
 };
 
 /// The label that operator versions before 0.3 put on each lock they watched, so their
@@ -65,6 +66,7 @@ pub struct LockWatches {
     client: Client,
     observer: ObserverHandle,
     metrics: Metrics,
+    supervisor: Supervisor,
     next_run: u64,
     running: HashMap<LockScope, Running>,
 }
@@ -83,8 +85,8 @@ impl Drop for Running {
 }
 
 impl LockWatches {
-    pub fn new(client: Client, observer: ObserverHandle, metrics: Metrics) -> Self {
-        LockWatches { client, observer, metrics, next_run: 0, running: HashMap::new() }
+    pub fn new(client: Client, observer: ObserverHandle, metrics: Metrics, supervisor: Supervisor) -> Self {
+        LockWatches { client, observer, metrics, supervisor, next_run: 0, running: HashMap::new() }
     }
 
     /// Watches `lock`, starting its scope's watch if it is the first lock there.
@@ -94,8 +96,10 @@ impl LockWatches {
             self.next_run += 1;
             let run = WatchRun(self.next_run);
             debug!(%scope, "starting lock watch");
-            let task =
-                tokio::spawn(watch_scope(self.client.clone(), scope, run, self.observer.clone(), self.metrics.clone()));
+            let task = self.supervisor.spawn_forever(
+                format!("lock watch {scope}"),
+                watch_scope(self.client.clone(), scope, run, self.observer.clone(), self.metrics.clone()),
+            );
             Running { run, locks: HashSet::new(), task }
         });
         running.locks.insert(lock.name.clone());
@@ -151,6 +155,32 @@ async fn watch_scope(client: Client, scope: LockScope, run: WatchRun, observer: 
         warn!(%scope, error = %outcome, retry_in = ?delay, "lock watch failed; listing again");
         tokio::time::sleep(delay).await;
     }
+}
+
+/// Reads one lock as it is now, as its watch would show it (`Absent` when it does not
+/// exist): the fresh look the observer takes when a deadline's timer went off late. A list
+/// by name rather than a get: the operator reads locks with the `list` and `watch` it
+/// already has, and a list by name is served from the API server's watch cache.
+pub async fn read_lock(client: &Client, lock: &LockKey, metrics: &Metrics) -> kube::Result<LockContent> {
+    let namespace = &*lock.namespace;
+    let by_name = ListParams::default().fields(&format!("metadata.name={}", lock.name));
+    let found = match lock.type_ {
+        LockType::Lease => {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(client.clone(), namespace, &ApiResource::erase::<Lease>(&()));
+            let list = api_call(metrics, "read_lock", api.list(&by_name)).await?;
+            list.items.first().map(|o| from_lease_spec(o.data.get("spec")))
+        }
+        LockType::Endpoints => {
+            let api: Api<Endpoints> = Api::namespaced(client.clone(), namespace);
+            api_call(metrics, "read_lock", api.list_metadata(&by_name)).await?.items.first().map(annotations_content)
+        }
+        LockType::ConfigMap => {
+            let api: Api<ConfigMap> = Api::namespaced(client.clone(), namespace);
+            api_call(metrics, "read_lock", api.list_metadata(&by_name)).await?.items.first().map(annotations_content)
+        }
+    };
+    Ok(found.unwrap_or(LockContent::Absent))
 }
 
 fn annotations_content<K>(object: &PartialObjectMeta<K>) -> LockContent {

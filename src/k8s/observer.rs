@@ -17,9 +17,9 @@ use std::{
 
 use futures::future::poll_fn;
 use kube::{Client, core::Selector};
-use tokio::sync::mpsc;
+use tokio::sync::Semaphore;
 use tokio_util::time::{DelayQueue, delay_queue};
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::{
     api::LockType,
@@ -27,19 +27,20 @@ use crate::{
         holder::HolderPod,
         limits::clamp_timer,
         lock_record::{LockContent, LockKey, LockScope},
-        notices::{Notice, Regarding},
         observation::Moment,
         policy_key::PolicyKey,
         tracking::{Action, ClusterView, PolicyTracker, Registration},
     },
+    failpoints,
     k8s::{
-        events::EventPublisher,
+        events::Events,
         inbox::{Inbox, LockEvent, Message, ObserverHandle},
-        locks::LockWatches,
+        locks::{LockWatches, read_lock},
         pods::PodIndex,
         status_writer::StatusWriter,
     },
     metrics::Metrics,
+    supervisor::Supervisor,
 };
 
 struct Entry {
@@ -50,6 +51,8 @@ struct Entry {
     timer: Option<delay_queue::Key>,
     /// When the controller last registered the policy.
     registered: Instant,
+    /// A fresh look at its locks is under way (its timer went off late).
+    looking: bool,
 }
 
 /// The locks as their watches show them, and which policy each watched lock is routed to.
@@ -133,42 +136,73 @@ impl ClusterView for Caches<'_> {
 
 pub struct Observer {
     entries: HashMap<PolicyKey, Entry>,
+    /// The policies of each namespace, so that a change there reaches them without a look
+    /// at every other policy.
+    by_namespace: HashMap<Arc<str>, HashSet<PolicyKey>>,
     locks: LockTable,
     timers: DelayQueue<PolicyKey>,
     status: StatusWriter,
-    events: mpsc::Sender<(Regarding, Notice)>,
+    events: Events,
     pods: PodIndex,
+    fresh_looks: FreshLooks,
     metrics: Metrics,
 }
 
+/// Reads of locks for deadlines whose timers went off late, a few at a time.
+struct FreshLooks {
+    client: Client,
+    handle: ObserverHandle,
+    metrics: Metrics,
+    supervisor: Supervisor,
+    permits: Arc<Semaphore>,
+}
+
+/// A timer that goes off this much after its deadline means the process, or its one worker
+/// thread, did not run for that long (SIGSTOP, CPU starvation): a renewal may have arrived
+/// meanwhile and wait unread in the watch, and must not lose to the timer. The observer's own
+/// delay from a watch event to its action is under 50 ms at 10000 policies on this project's
+/// 2-core machine (BENCHMARKS.md, Event p99 against the bare watch), so a timer twice that
+/// late did not just queue behind other work.
+const LATE_TIMER: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Fresh looks in flight at once: after a long pause every policy's timer is late at once.
+const FRESH_LOOKS_IN_FLIGHT: usize = 8;
+
 impl Observer {
-    /// Starts the observer task on `inbox`, with its status writer, Event publisher (each
-    /// with `writers` requests in flight at most), lock watches and Pod watches (which feed
-    /// `inbox` through `handle`).
+    /// Starts the observer task on `inbox`, with its status writer (`writers` writes in
+    /// flight at most), lock watches and Pod watches (which feed `inbox` through `handle`),
+    /// all under `supervisor`.
     pub fn spawn(
         (handle, inbox): (ObserverHandle, Inbox),
         client: Client,
-        publisher: EventPublisher,
+        events: Events,
         metrics: Metrics,
+        supervisor: &Supervisor,
         writers: usize,
     ) {
-        let (events, event_receiver) = mpsc::channel(4096);
-        tokio::spawn(publish_events(publisher, event_receiver, writers));
         let observer = Observer {
             entries: HashMap::new(),
+            by_namespace: HashMap::new(),
             locks: LockTable {
                 routes: HashMap::new(),
                 seen: HashMap::new(),
                 listed: HashMap::new(),
-                watches: LockWatches::new(client.clone(), handle.clone(), metrics.clone()),
+                watches: LockWatches::new(client.clone(), handle.clone(), metrics.clone(), supervisor.clone()),
             },
-            pods: PodIndex::new(client.clone(), handle, metrics.clone()),
+            pods: PodIndex::new(client.clone(), handle.clone(), metrics.clone(), supervisor.clone()),
             timers: DelayQueue::new(),
-            status: StatusWriter::spawn(client, metrics.clone(), writers),
+            status: StatusWriter::spawn(client.clone(), metrics.clone(), supervisor, writers),
             events,
+            fresh_looks: FreshLooks {
+                client,
+                handle,
+                metrics: metrics.clone(),
+                supervisor: supervisor.clone(),
+                permits: Arc::new(Semaphore::new(FRESH_LOOKS_IN_FLIGHT)),
+            },
             metrics,
         };
-        tokio::spawn(observer.run(inbox));
+        supervisor.spawn_forever("observer", observer.run(inbox));
     }
 
     async fn run(mut self, mut inbox: Inbox) {
@@ -181,47 +215,74 @@ impl Observer {
                 biased;
                 message = inbox.recv() => match message {
                     None => return,
-                    Some(Message::Register(registration)) => self.register(*registration).await,
-                    Some(Message::Unregister(policy)) => self.unregister(&policy),
-                    Some(Message::Retain(policies, listed_at)) => {
-                        let keep: HashSet<PolicyKey> = policies.into_iter().collect();
-                        let gone: Vec<PolicyKey> = self
-                            .entries
-                            .iter()
-                            .filter(|(k, e)| !keep.contains(*k) && e.registered < listed_at)
-                            .map(|(k, _)| k.clone())
-                            .collect();
-                        gone.iter().for_each(|policy| self.unregister(policy));
-                    }
-                    Some(Message::Lock(run, event)) => {
-                        if self.locks.watches.is_current(&event.scope(), run) {
-                            self.lock_event(event).await;
-                        }
-                    }
-                    Some(Message::PodsChanged(namespace)) => {
-                        let affected: Vec<PolicyKey> = self
-                            .entries
-                            .keys()
-                            .filter(|policy| *policy.namespace == *namespace)
-                            .cloned()
-                            .collect();
-                        for policy in affected {
-                            self.step(&policy, |tracker, caches, now| tracker.pods_changed(caches, now)).await;
-                        }
-                    }
+                    Some(message) => self.handle(message),
                 },
                 Some(expired) = poll_fn(|cx| self.timers.poll_expired(cx)) => {
+                    let late = Instant::now().saturating_duration_since(expired.deadline().into_std());
                     let policy = expired.into_inner();
-                    if let Some(entry) = self.entries.get_mut(&policy) {
-                        entry.timer = None;
+                    let Some(entry) = self.entries.get_mut(&policy) else { continue };
+                    entry.timer = None;
+                    let locks: Vec<LockKey> = entry.tracker.watched_locks().cloned().collect();
+                    if late > LATE_TIMER && !locks.is_empty() {
+                        if !entry.looking {
+                            entry.looking = true;
+                            self.metrics.late_timer();
+                            debug!(%policy, ?late, "deadline timer went off late; reading the lock again before judging");
+                            self.fresh_looks.take(policy, locks);
+                        }
+                    } else {
+                        self.step(&policy, "deadline", |tracker, caches, now| tracker.deadline(caches, now));
                     }
-                    self.step(&policy, |tracker, caches, now| tracker.deadline(caches, now)).await;
                 }
             }
         }
     }
 
-    async fn register(&mut self, registration: Registration) {
+    fn handle(&mut self, message: Message) {
+        match message {
+            Message::Register(registration) => self.register(*registration),
+            Message::Unregister(policy) => self.unregister(&policy),
+            Message::Retain(policies, listed_at) => {
+                let keep: HashSet<PolicyKey> = policies.into_iter().collect();
+                let gone: Vec<PolicyKey> = self
+                    .entries
+                    .iter()
+                    .filter(|(k, e)| !keep.contains(*k) && e.registered < listed_at)
+                    .map(|(k, _)| k.clone())
+                    .collect();
+                gone.iter().for_each(|policy| self.unregister(policy));
+            }
+            Message::Lock(run, event) => {
+                if self.locks.watches.is_current(&event.scope(), run) {
+                    self.lock_event(event);
+                }
+            }
+            Message::PodsChanged(namespace, pod) => {
+                let Some(policies) = self.by_namespace.get(namespace.as_str()) else { return };
+                // A relist concerns every policy there; one Pod only those whose holder it
+                // may be (or that label the leader's Pod).
+                let affected: Vec<PolicyKey> = policies
+                    .iter()
+                    .filter(|policy| {
+                        pod.as_deref().is_none_or(|pod| {
+                            self.entries.get(*policy).is_some_and(|entry| entry.tracker.concerns_pod(pod))
+                        })
+                    })
+                    .cloned()
+                    .collect();
+                for policy in affected {
+                    self.step(&policy, "pods", |tracker, caches, now| tracker.pods_changed(caches, now));
+                }
+            }
+            Message::FreshLook(policy, reads, at) => {
+                let Some(entry) = self.entries.get_mut(&policy) else { return };
+                entry.looking = false;
+                self.step(&policy, "deadline", |tracker, caches, now| tracker.fresh_look(&reads, at, caches, now));
+            }
+        }
+    }
+
+    fn register(&mut self, registration: Registration) {
         let key = registration.key();
         // The Pods of a namespace are watched while a policy there selects Deployments;
         // started before the tracker looks, which then waits for their list.
@@ -232,13 +293,15 @@ impl Observer {
             (true, false) => self.pods.unwatch(&key.namespace),
             _ => {}
         }
+        self.by_namespace.entry(key.namespace.clone()).or_default().insert(key.clone());
         let entry = self.entries.entry(key.clone()).or_insert_with(|| Entry {
             tracker: Box::new(PolicyTracker::new(&registration)),
             timer: None,
             registered: Instant::now(),
+            looking: false,
         });
         entry.registered = Instant::now();
-        self.step(&key, |tracker, caches, now| tracker.register(registration, caches, now)).await;
+        self.step(&key, "register", |tracker, caches, now| tracker.register(registration, caches, now));
     }
 
     fn unregister(&mut self, policy: &PolicyKey) {
@@ -253,23 +316,29 @@ impl Observer {
                 self.pods.unwatch(&policy.namespace);
             }
         }
+        if let Some(policies) = self.by_namespace.get_mut(&policy.namespace) {
+            policies.remove(policy);
+            if policies.is_empty() {
+                self.by_namespace.remove(&policy.namespace);
+            }
+        }
         self.metrics.remove_policy(policy);
     }
 
-    async fn lock_event(&mut self, event: LockEvent) {
+    fn lock_event(&mut self, event: LockEvent) {
         match event {
             LockEvent::Applied(lock, content, at) => {
                 self.locks.seen.insert(lock.clone(), content.clone());
-                self.observe_lock(&lock, content, at).await;
+                self.observe_lock(&lock, content, at);
             }
             LockEvent::Deleted(lock, at) => {
                 self.locks.seen.remove(&lock);
-                self.observe_lock(&lock, LockContent::Absent, at).await;
+                self.observe_lock(&lock, LockContent::Absent, at);
             }
             LockEvent::Blind(scope) => {
                 info!(%scope, "lock watch interrupted; staleness is not judged until it lists again");
                 for (_, policy) in self.locks.routed_in(&scope) {
-                    self.step(&policy, |tracker, caches, now| tracker.blind(caches, now)).await;
+                    self.step(&policy, "blind", |tracker, caches, now| tracker.blind(caches, now));
                 }
             }
             LockEvent::Listed(scope, listed, at) => {
@@ -278,24 +347,28 @@ impl Observer {
                 self.locks.listed.entry(scope.type_).or_default().insert(scope.namespace.clone());
                 for (lock, _) in self.locks.routed_in(&scope) {
                     let content = self.locks.seen.get(&lock).cloned().unwrap_or(LockContent::Absent);
-                    self.observe_lock(&lock, content, at).await;
+                    self.observe_lock(&lock, content, at);
                 }
             }
         }
     }
 
-    async fn observe_lock(&mut self, lock: &LockKey, content: LockContent, at: Moment) {
+    fn observe_lock(&mut self, lock: &LockKey, content: LockContent, at: Moment) {
         let Some(policy) = self.locks.routes.get(lock).cloned() else { return };
-        self.step(&policy, |tracker, caches, now| tracker.lock_observed(lock, content, at, caches, now)).await;
+        self.step(&policy, "lock", |tracker, caches, now| tracker.lock_observed(lock, content, at, caches, now));
     }
 
     /// Hands one input to the policy's tracker and carries out the actions it returns.
-    async fn step(
+    /// Never waits: statuses and Events are queued for their writers.
+    fn step(
         &mut self,
         policy: &PolicyKey,
+        input_kind: &'static str,
         input: impl FnOnce(&mut PolicyTracker, &Caches<'_>, Moment) -> Vec<Action>,
     ) {
         let Some(entry) = self.entries.get_mut(policy) else { return };
+        failpoints::panic_if_armed("observer-step", policy);
+        self.metrics.observer_step(input_kind);
         let caches = Caches { locks: &self.locks, pods: &self.pods };
         for action in input(&mut entry.tracker, &caches, Moment::now()) {
             match action {
@@ -305,7 +378,7 @@ impl Observer {
                 Action::WriteStatus(status) => self.status.write(policy.clone(), status),
                 Action::Publish(notice) => {
                     debug!(%policy, reason = notice.reason, note = %notice.note, "event");
-                    let _ = self.events.send((entry.tracker.regarding().clone(), notice)).await;
+                    self.events.offer(entry.tracker.regarding(), notice);
                 }
                 Action::LabelLeaderPod(pod) => {
                     self.pods.label_leader(&policy.namespace, pod.as_deref(), entry.tracker.pod_selectors())
@@ -317,6 +390,29 @@ impl Observer {
                 }
             }
         }
+    }
+}
+
+impl FreshLooks {
+    /// Reads `locks` again in the background and hands what they say to the observer.
+    fn take(&self, policy: PolicyKey, locks: Vec<LockKey>) {
+        let (client, handle, metrics, permits) =
+            (self.client.clone(), self.handle.clone(), self.metrics.clone(), self.permits.clone());
+        self.supervisor.spawn("fresh look", async move {
+            let _permit = permits.acquire_owned().await;
+            let mut reads = Vec::with_capacity(locks.len());
+            for lock in locks {
+                let content = match read_lock(&client, &lock, &metrics).await {
+                    Ok(content) => Some(content),
+                    Err(error) => {
+                        warn!(%policy, %lock, %error, "could not read the lock again; judging the deadline as it is");
+                        None
+                    }
+                };
+                reads.push((lock, content));
+            }
+            handle.fresh_look(policy, reads, Moment::now()).await;
+        });
     }
 }
 
@@ -338,26 +434,5 @@ fn arm(
             *timer = None;
         }
         (None, None) => {}
-    }
-}
-
-/// Publishes Events off the observer's path: in parallel across policies, in order within
-/// one (each policy always goes to the same worker).
-async fn publish_events(publisher: EventPublisher, mut events: mpsc::Receiver<(Regarding, Notice)>, workers: usize) {
-    let workers: Vec<mpsc::Sender<(Regarding, Notice)>> = (0..workers.max(1))
-        .map(|_| {
-            let (sender, mut receiver) = mpsc::channel::<(Regarding, Notice)>(1024);
-            let publisher = publisher.clone();
-            tokio::spawn(async move {
-                while let Some((regarding, notice)) = receiver.recv().await {
-                    publisher.publish(&regarding, notice).await;
-                }
-            });
-            sender
-        })
-        .collect();
-    while let Some((regarding, notice)) = events.recv().await {
-        let shard = crate::domain::fnv1a_namespaced(&regarding.namespace, &regarding.name) as usize % workers.len();
-        let _ = workers[shard].send((regarding, notice)).await;
     }
 }

@@ -2,9 +2,14 @@
 //! operator's field manager, latest version wins.
 //!
 //! A status handed in while an older one for the same policy is still queued replaces it,
-//! so a burst of changes costs one write. A write that fails is retried (with a capped
-//! back-off) until it succeeds, is superseded, or the policy is gone; meanwhile the
-//! operator keeps working on everything else.
+//! so a burst of changes costs one write. Policies wait in a queue per namespace, served in
+//! turn ([`FairQueue`]), so one namespace's burst delays another's status by one write at
+//! most. A write that fails is retried with a capped back-off ([`limits`]), off the
+//! workers' path: a policy whose status the API server refuses for good (a webhook's 403, a
+//! 422) is retried every few minutes, reported in a metric by reason and in the log with the
+//! API server's answer, and never occupies a worker meanwhile.
+//!
+//! [`limits`]: crate::domain::limits
 
 use std::{
     collections::{HashMap, HashSet},
@@ -17,14 +22,20 @@ use kube::{
     api::{Patch, PatchParams},
 };
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 use tracing::{debug, warn};
 
 use crate::{
     api::ElectionPolicyStatus,
-    domain::{injection::FIELD_MANAGER, policy_key::PolicyKey},
+    domain::{
+        fair_queue::FairQueue,
+        injection::FIELD_MANAGER,
+        limits::{STATUS_RETRY_FIRST, STATUS_RETRY_PERMANENT_MAX, STATUS_RETRY_TRANSIENT_MAX},
+        policy_key::PolicyKey,
+    },
     k8s::{api_call, status_code},
     metrics::Metrics,
+    supervisor::Supervisor,
 };
 
 #[derive(Clone)]
@@ -34,41 +45,133 @@ pub struct StatusWriter {
 
 struct Shared {
     queue_state: Mutex<QueueState>,
-    queue: mpsc::UnboundedSender<PolicyKey>,
+    work: Notify,
     client: Client,
     metrics: Metrics,
+    supervisor: Supervisor,
 }
 
-/// The newest unwritten status per policy, and the policies a worker is writing now. A
-/// policy has at most one write in flight: two concurrent writes could land in either
-/// order and leave the older status in place.
-#[derive(Default)]
+/// The newest unwritten status per policy, the policies waiting for a worker (by
+/// namespace), and the policies a worker or a retry holds. A policy has at most one write in
+/// flight: two concurrent writes could land in either order and leave the older status in
+/// place.
 struct QueueState {
     pending: HashMap<PolicyKey, Arc<ElectionPolicyStatus>>,
-    in_flight: HashSet<PolicyKey>,
+    /// Queued, being written, or waiting to be retried.
+    held: HashSet<PolicyKey>,
+    ready: FairQueue<PolicyKey>,
+    /// Failures in a row, per policy, for its back-off.
+    failures: HashMap<PolicyKey, u32>,
+}
+
+impl Default for QueueState {
+    fn default() -> Self {
+        QueueState {
+            pending: HashMap::new(),
+            held: HashSet::new(),
+            // One entry per policy at most (`held`): bounded by the policies, not by the
+            // writes, so no bound of its own.
+            ready: FairQueue::new(usize::MAX, usize::MAX),
+            failures: HashMap::new(),
+        }
+    }
+}
+
+/// How a failed write is retried.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Failure {
+    /// The API server away, throttling or failing: retried within seconds.
+    Transient(&'static str),
+    /// Refused for what it is (403, 422, 413, 400): retried every few minutes.
+    Permanent(&'static str),
+}
+
+impl Failure {
+    fn of(error: &kube::Error) -> Self {
+        match status_code(error) {
+            Some(403) => Failure::Permanent("forbidden"),
+            Some(422) => Failure::Permanent("invalid"),
+            Some(413) => Failure::Permanent("too_large"),
+            Some(400) => Failure::Permanent("bad_request"),
+            Some(429) => Failure::Transient("throttled"),
+            Some(_) => Failure::Transient("server_error"),
+            None => Failure::Transient("unreachable"),
+        }
+    }
+
+    fn reason(self) -> &'static str {
+        match self {
+            Failure::Transient(reason) | Failure::Permanent(reason) => reason,
+        }
+    }
+
+    /// The wait before attempt `failures + 1`, doubling from the first to the cap.
+    fn back_off(self, failures: u32) -> Duration {
+        let cap = match self {
+            Failure::Transient(_) => STATUS_RETRY_TRANSIENT_MAX,
+            Failure::Permanent(_) => STATUS_RETRY_PERMANENT_MAX,
+        };
+        STATUS_RETRY_FIRST.saturating_mul(2u32.saturating_pow(failures.saturating_sub(1).min(20))).min(cap)
+    }
 }
 
 impl QueueState {
-    /// Records the newest status; true when the policy needs a worker (none holds it).
+    /// Records the newest status; true when the policy was queued for a worker (nothing
+    /// held it).
     fn offer(&mut self, policy: &PolicyKey, status: Arc<ElectionPolicyStatus>) -> bool {
         self.pending.insert(policy.clone(), status);
-        self.in_flight.insert(policy.clone())
+        let queue = self.held.insert(policy.clone());
+        if queue {
+            let _ = self.ready.push(&policy.namespace, policy.clone());
+        }
+        queue
     }
 
-    /// The next status for a policy the caller holds, or `None` (releasing it) when there is
-    /// nothing newer.
-    fn next(&mut self, policy: &PolicyKey) -> Option<Arc<ElectionPolicyStatus>> {
-        let next = self.pending.remove(policy);
-        if next.is_none() {
-            self.in_flight.remove(policy);
-            if self.in_flight.is_empty() {
-                // A start queues a status per policy; maps keep their largest size, and
-                // this queue is empty most of the time after it.
-                self.pending.shrink_to_fit();
-                self.in_flight.shrink_to_fit();
+    /// The next policy to write and its newest status; a policy with nothing newer is let
+    /// go.
+    fn next(&mut self) -> Option<(PolicyKey, Arc<ElectionPolicyStatus>)> {
+        while let Some(policy) = self.ready.pop() {
+            match self.pending.remove(&policy) {
+                Some(status) => return Some((policy, status)),
+                None => self.release(&policy),
             }
         }
-        next
+        None
+    }
+
+    /// A write of `policy` ended: queue it again (behind its namespace's others) if a newer
+    /// status came meanwhile, else let it go.
+    fn written(&mut self, policy: &PolicyKey) {
+        self.failures.remove(policy);
+        if self.pending.contains_key(policy) {
+            let _ = self.ready.push(&policy.namespace, policy.clone());
+        } else {
+            self.release(policy);
+        }
+    }
+
+    /// A write of `policy` failed: keep the newest status and count the failure in a row.
+    fn failed(&mut self, policy: &PolicyKey, status: Arc<ElectionPolicyStatus>) -> u32 {
+        self.pending.entry(policy.clone()).or_insert(status);
+        let failures = self.failures.entry(policy.clone()).or_default();
+        *failures += 1;
+        *failures
+    }
+
+    /// The retry is due: the policy waits for a worker again.
+    fn retry(&mut self, policy: &PolicyKey) {
+        let _ = self.ready.push(&policy.namespace, policy.clone());
+    }
+
+    fn release(&mut self, policy: &PolicyKey) {
+        self.held.remove(policy);
+        if self.held.is_empty() {
+            // A start queues a status per policy; maps keep their largest size, and this
+            // queue is empty most of the time after it.
+            self.pending.shrink_to_fit();
+            self.held.shrink_to_fit();
+            self.failures.shrink_to_fit();
+        }
     }
 }
 
@@ -76,20 +179,20 @@ impl Shared {
     fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
         self.queue_state.lock().unwrap_or_else(|e| e.into_inner())
     }
-
-    fn next(&self, policy: &PolicyKey) -> Option<Arc<ElectionPolicyStatus>> {
-        self.state().next(policy)
-    }
 }
 
 impl StatusWriter {
     /// Starts `workers` writers; more write concurrently, bounding the API load.
-    pub fn spawn(client: Client, metrics: Metrics, workers: usize) -> Self {
-        let (queue, receiver) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared { queue_state: Mutex::default(), queue, client, metrics });
-        let receiver = Arc::new(tokio::sync::Mutex::new(receiver));
-        for _ in 0..workers.max(1) {
-            tokio::spawn(work(shared.clone(), receiver.clone()));
+    pub fn spawn(client: Client, metrics: Metrics, supervisor: &Supervisor, workers: usize) -> Self {
+        let shared = Arc::new(Shared {
+            queue_state: Mutex::default(),
+            work: Notify::new(),
+            client,
+            metrics,
+            supervisor: supervisor.clone(),
+        });
+        for worker in 0..workers.max(1) {
+            supervisor.spawn_forever(format!("status writer {worker}"), work(shared.clone()));
         }
         StatusWriter { shared }
     }
@@ -97,35 +200,43 @@ impl StatusWriter {
     /// Queues `status` for `policy`, replacing any version not yet written. Shared with the
     /// tracker that rendered it, so a queued status costs no copy.
     pub fn write(&self, policy: PolicyKey, status: Arc<ElectionPolicyStatus>) {
-        // The first of a burst takes a queue slot; the rest ride on it, and a policy being
-        // written is picked up again by its worker when that write is done.
         if self.shared.state().offer(&policy, status) {
-            let _ = self.shared.queue.send(policy);
+            self.shared.work.notify_one();
         }
     }
 }
 
-async fn work(shared: Arc<Shared>, receiver: Arc<tokio::sync::Mutex<mpsc::UnboundedReceiver<PolicyKey>>>) {
+async fn work(shared: Arc<Shared>) {
     loop {
-        let Some(policy) = receiver.lock().await.recv().await else {
-            return;
+        let Some((policy, status)) = shared.state().next() else {
+            shared.work.notified().await;
+            continue;
         };
-        let mut delay = Duration::from_millis(200);
-        while let Some(status) = shared.next(&policy) {
-            match write_status(&shared, &policy, &status).await {
-                Ok(()) => delay = Duration::from_millis(200),
-                Err(error) if status_code(&error) == Some(404) => {
-                    debug!(namespace = %policy.namespace, policy = %policy.name, "policy gone; status dropped");
-                }
-                Err(error) => {
-                    warn!(namespace = %policy.namespace, policy = %policy.name, %error, retry_in = ?delay, "status write failed");
+        match write_status(&shared, &policy, &status).await {
+            Ok(()) => shared.state().written(&policy),
+            Err(error) if status_code(&error) == Some(404) => {
+                debug!(namespace = %policy.namespace, policy = %policy.name, "policy gone; status dropped");
+                shared.state().written(&policy);
+            }
+            Err(error) => {
+                let failure = Failure::of(&error);
+                shared.metrics.status_write_failed(failure.reason());
+                let failures = shared.state().failed(&policy, status);
+                let delay = failure.back_off(failures);
+                warn!(
+                    namespace = %policy.namespace, policy = %policy.name, reason = failure.reason(), failures,
+                    retry_in = ?delay, %error, "status write failed"
+                );
+                let again = shared.clone();
+                shared.supervisor.spawn("status retry", async move {
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                    // Retry with whatever is newest: this version, or one queued meanwhile.
-                    shared.state().pending.entry(policy.clone()).or_insert(status);
-                }
+                    again.state().retry(&policy);
+                    again.work.notify_one();
+                });
             }
         }
+        // Other tasks run between writes, however many are queued.
+        tokio::task::consume_budget().await;
     }
 }
 
@@ -160,14 +271,48 @@ mod tests {
     fn a_policy_has_one_write_in_flight_and_its_newest_status_written_last() {
         let mut queue = QueueState::default();
         let key = PolicyKey::new("ns", "p");
-        assert!(queue.offer(&key, status("a")), "the first status needs a worker");
-        let first = queue.next(&key).unwrap();
+        assert!(queue.offer(&key, status("a")), "the first status queues the policy");
+        let (_, first) = queue.next().unwrap();
         assert_eq!(first.leader, "a");
-        // Written meanwhile: no second worker, the holder takes them, newest only.
+        // Written meanwhile: not queued twice; the newest only.
         assert!(!queue.offer(&key, status("b")));
         assert!(!queue.offer(&key, status("c")));
-        assert_eq!(queue.next(&key).unwrap().leader, "c");
-        assert!(queue.next(&key).is_none(), "nothing newer: released");
-        assert!(queue.offer(&key, status("d")), "released, so the next status needs a worker again");
+        assert!(queue.next().is_none(), "one write in flight per policy");
+        queue.written(&key);
+        assert_eq!(queue.next().unwrap().1.leader, "c");
+        queue.written(&key);
+        assert!(queue.next().is_none(), "nothing newer: released");
+        assert!(queue.offer(&key, status("d")), "released, so the next status queues it again");
+    }
+
+    #[test]
+    fn a_failing_policy_waits_for_its_retry_while_others_are_written() {
+        let mut queue = QueueState::default();
+        let stuck: Vec<PolicyKey> = (0..8).map(|i| PolicyKey::new("hostile", format!("p{i}").as_str())).collect();
+        for policy in &stuck {
+            queue.offer(policy, status("x"));
+        }
+        for _ in &stuck {
+            let (policy, status) = queue.next().unwrap();
+            assert_eq!(queue.failed(&policy, status), 1);
+        }
+        let other = PolicyKey::new("quiet", "web");
+        assert!(queue.offer(&other, status("web-1")));
+        assert_eq!(queue.next().unwrap().0, other, "the failing policies wait for their retries, not in line");
+        assert!(!queue.offer(&stuck[0], status("y")), "a new status of a failing policy waits for its retry");
+        assert!(queue.next().is_none());
+        queue.retry(&stuck[0]);
+        assert_eq!(queue.next().unwrap().1.leader, "y", "the retry writes the newest");
+    }
+
+    #[test]
+    fn back_off_doubles_to_a_cap_by_kind_of_failure() {
+        let forbidden = Failure::Permanent("forbidden");
+        let throttled = Failure::Transient("throttled");
+        assert_eq!(throttled.back_off(1), STATUS_RETRY_FIRST);
+        assert_eq!(throttled.back_off(2), STATUS_RETRY_FIRST * 2);
+        assert_eq!(throttled.back_off(100), STATUS_RETRY_TRANSIENT_MAX);
+        assert_eq!(forbidden.back_off(100), STATUS_RETRY_PERMANENT_MAX);
+        assert!(forbidden.back_off(10) > STATUS_RETRY_TRANSIENT_MAX);
     }
 }
