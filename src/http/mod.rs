@@ -105,6 +105,10 @@ async fn render_metrics(State(state): State<MetricsState>, headers: HeaderMap) -
             Ok(Decision::Allowed) => {}
             Ok(Decision::Unauthenticated) => return (StatusCode::UNAUTHORIZED, "Unauthorized\n").into_response(),
             Ok(Decision::Forbidden) => return (StatusCode::FORBIDDEN, "Forbidden\n").into_response(),
+            Ok(Decision::Throttled) => {
+                let retry = [(header::RETRY_AFTER, "1")];
+                return (StatusCode::TOO_MANY_REQUESTS, retry, "Too many new tokens to review\n").into_response();
+            }
             Err(error) => {
                 warn!(%error, "could not review a metrics caller's token");
                 return (StatusCode::INTERNAL_SERVER_ERROR, "could not review the token\n").into_response();
