@@ -277,7 +277,7 @@ pub struct InjectionSpec {
     #[validate(length(min = 1, max = 64), custom(function = "crate::domain::validation::container_names"))]
     #[schemars(extend("x-kubernetes-list-type" = "set"), inner(length(min = 1, max = 63)))]
     #[x_kube(validation = Rule::new(format!("self.all(c, c.matches({DNS1123_LABEL_CEL_PATTERN}))"))
-        .message("injection.containers: each must be a container name (a DNS-1123 label of at most 63 characters)"))]
+        .message("each container name must be a DNS-1123 label of at most 63 characters"))]
     pub containers: Option<Vec<String>>,
 }
 

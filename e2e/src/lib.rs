@@ -10,6 +10,7 @@
 pub mod cluster;
 pub mod electors;
 pub mod https;
+pub mod leases;
 pub mod metrics;
 pub mod namespace;
 pub mod operator;
@@ -26,6 +27,8 @@ pub use cluster::{
     kubectl, kubectl_as, kubectl_ok, repo_root, wait_control_plane_healthy,
 };
 pub use electors::{App, Elector, ElectorBuild, create_app_objects};
+pub use https::KeptAlive;
+pub use leases::LeaseWriter;
 pub use metrics::sample;
 pub use namespace::TestNamespace;
 pub use operator::{Operator, started_operator};
@@ -35,5 +38,7 @@ pub use policy::{
     policy_object, wait_no_policies_left, wait_policy, wait_policy_event,
 };
 pub use process::{free_port, http_get};
-pub use rbac::{audited_namespaces, audited_requests, audited_writes, rbac_denials, service_account_kubeconfig};
+pub use rbac::{
+    audit_entries, audited_namespaces, audited_requests, audited_writes, rbac_denials, service_account_kubeconfig,
+};
 pub use waits::{wait_for, wait_until};

@@ -25,6 +25,11 @@ impl Operator {
     /// Starts target/debug/election-operator (built by `make test`) with `args`, talking to
     /// the cluster through `kubeconfig`.
     pub fn start_with(kubeconfig: &Path, args: &[&str]) -> Self {
+        Self::start_with_env(kubeconfig, args, &[])
+    }
+
+    /// As [`Operator::start_with`], with environment variables `env` set (failpoints, say).
+    pub fn start_with_env(kubeconfig: &Path, args: &[&str], env: &[(&str, &str)]) -> Self {
         install_crd();
         let binary = repo_root().join("target/debug/election-operator");
         assert!(binary.exists(), "{} is missing: run `cargo build` first (make test does)", binary.display());
@@ -43,6 +48,7 @@ impl Operator {
             .args(args)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info,election_operator=debug")
+            .envs(env.iter().copied())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
             .spawn()
@@ -57,6 +63,11 @@ impl Operator {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The exit status, once the process has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
     }
 
     /// The process has not exited.

@@ -95,8 +95,8 @@ pub fn rbac_denials(username: &str, since: jiff::Timestamp) -> Vec<String> {
         .collect()
 }
 
-/// The API server's audit log entries for `username`.
-fn audit_entries(username: &str) -> Vec<Value> {
+/// The API server's audit log entries for `username`, oldest first.
+pub fn audit_entries(username: &str) -> Vec<Value> {
     let log = std::fs::read_to_string(repo_root().join("e2e/.cluster/logs/audit.log")).unwrap_or_default();
     log.lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())

@@ -28,6 +28,12 @@ const CHART_VALUES: &[&str] = &[
 /// The `job` the ServiceMonitor gives the operator's targets (the metrics Service's name),
 /// which ElectionOperatorDown names.
 const JOB: &str = "election-operator-metrics";
+/// A liveness deadline for everything that eventually happens here. The slowest is
+/// ElectionOperatorDown: the operator's Pods stop (the process exits within 20 s of SIGTERM
+/// by its own guard, and the kubelet kills it at the 30 s grace period at the latest), then
+/// operatorDownFor (10 s), a scrape and an evaluation (0.5 s each): 41 s at worst. The
+/// others take seconds: a released lock is taken within 2.2 x retryPeriod, noLeaderFor is
+/// 5 s.
 const SETTLE: Duration = Duration::from_secs(60);
 
 async fn app(client: &Client, namespace: &str, name: &str, replicas: usize) -> App {
@@ -70,6 +76,13 @@ async fn each_alert_fires_once_on_a_real_prometheus_scraping_two_operator_replic
 
     elector.stop_between_renewals().await;
     let frozen_at = Instant::now();
+    // The last renewal's Update returned before the freeze, and the operator saw it within
+    // its watch's latency; it judges the lease stale a leaseDuration after that sight (6 s)
+    // and sets election_lease_stale at once. Prometheus scrapes that within a scrape
+    // interval (0.5 s) and the next evaluation (every 0.5 s) fires the alert, the rule
+    // having no `for` (staleFor 0m): 7 s, and 7.1 s with the test's 100 ms poll. The
+    // remaining 1.9 s are for the watch's latency, the scrape's own time and the alerts
+    // query, each milliseconds here.
     let stale = prometheus
         .wait_firing("ElectionLeaseStale", &frozen_labels, Duration::from_secs_f64(LEASE_SECONDS + 3.0))
         .await;

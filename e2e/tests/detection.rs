@@ -13,6 +13,10 @@ use k8s_openapi::api::core::v1::Pod;
 use kube::{Api, Client, api::ListParams};
 use serde_json::{Value, json};
 
+/// A liveness deadline for everything that eventually happens here. The slowest is a
+/// killed leader's successor: leaseDuration + 2 x 2.2 x retryPeriod (client-go's retry
+/// jitter) + a second of API latency = 4 + 2.2 + 1 = 7.2 s after the kill, then a status
+/// write or an Event (retried within seconds when they fail); 30 s is four times that.
 const SETTLE: Duration = Duration::from_secs(30);
 
 /// The app `name` with short timings (4s/3s/500ms) and `extra` spec fields.
@@ -48,6 +52,10 @@ async fn metrics_follow_a_stale_episode_and_renewals_slow_warns_first() {
     );
     assert_eq!(sample(&text, &info), Some(1.0), "{text}");
     let age = sample(&text, &app.series("election_last_renewal_age_seconds")).unwrap();
+    // A leader renews a retryPeriod (0.5 s, no jitter: client-go's renew() runs wait.Until)
+    // after its last renewal returned, and the operator sees each within its watch's
+    // latency: 0.5 s and the latency of an Update and a watch event, which the remaining
+    // 1.5 s cover many times.
     assert!(age < 2.0, "last renewal {age}s ago");
 
     elector.stop_between_renewals().await;

@@ -111,11 +111,11 @@ async fn a_policy_the_api_server_accepts_is_read_the_same_by_the_operator() {
     let _operator = started_operator(&[]).await;
     let client = admin_client().await;
     // Go (so CEL) reads the lease as exactly 1h, within the bound, and the renew deadline
-    // as exactly 1m: a valid policy. Read with a fraction that overflows, it would break a
-    // rule (or panic a debug build).
+    // as 59.999999999 s: a valid policy. Read with a fraction that overflows, they break a
+    // rule (or panic a debug build). (Durations are 32 characters at most in the CRD.)
     let spec = json!({
         "leaseDuration": ".99999999999999999999999999h",
-        "renewDeadline": "0.999999999999999999999999999999m",
+        "renewDeadline": ".9999999999999999999999999999m",
         "retryPeriod": "2s",
         "injection": {"mode": "None"},
     });

@@ -26,6 +26,18 @@ const TIMINGS: (&str, &str, &str) = ("6s", "4s", "1s");
 /// The longest a client-go replica waits between two attempts to acquire the lock: it
 /// retries every retryPeriod stretched by a random factor of up to 1 + JitterFactor (1.2).
 const MAX_ACQUIRE_WAIT: f64 = RETRY_SECONDS * 2.2;
+/// What the requests of a leader change add to client-go's timers, as the operator measures
+/// it: the rest of the standby's attempt under way when the record changes, the GET that
+/// observes the change, the GET and Update that take the lock, and the lock watch delivering
+/// the changes to the operator. Each takes milliseconds on this local control plane (the
+/// tests run one at a time), and even the saturated API server of BENCHMARKS.md's N = 1000
+/// run delivered watch events within 177 ms at p99: one second for the chain is several
+/// times what it takes.
+const API_LATENCY_SECONDS: f64 = 1.0;
+/// A liveness deadline for everything that eventually happens here: the slowest is the
+/// operator's report of a SIGKILLed leader's successor, at most leaseDuration + 2 x 2.2 x
+/// retryPeriod + API_LATENCY_SECONDS (11.4 s) after the kill (see the first test), and the
+/// rollouts of PodApps of one elector Pod; 60 s is five times that.
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// The app `name` of `replicas` local electors, with the short timings.
@@ -103,11 +115,17 @@ async fn a_killed_leader_is_replaced_after_about_a_lease_duration_without_a_lead
     elector(&mut electors, &leader).kill();
     let leaderless = changed_after(&client, &app, &leader, &standby).await;
     println!("SIGKILL of the leader: {leaderless:.1}s without a leader (leaseDuration {LEASE_SECONDS}s)");
-    // The standby may take the lock a lease duration after it saw the last renewal, which
-    // the operator saw at the same time, give or take the watch's latency. It sees that
-    // renewal at its next attempt and takes the lock at the first attempt after the lease
-    // ran out: up to two jittered retry periods later.
-    let (low, high) = (LEASE_SECONDS - 1.0, LEASE_SECONDS + 2.0 * MAX_ACQUIRE_WAIT + 1.0);
+    // Measured on the operator's clock, from its sight of the last renewal to its sight of
+    // the new holder. client-go's standby starts its expiry clock when it reads the changed
+    // record (observedTime), never before the change is stored, and takes the lock only once
+    // observedTime + the record's leaseDurationSeconds has passed; the operator sees the
+    // last renewal at most the watch's latency after it is stored. So at least leaseDuration
+    // less API_LATENCY_SECONDS. At most: the standby reads the last renewal at its next attempt,
+    // up to MAX_ACQUIRE_WAIT later, and takes the lock at its first attempt after the lease
+    // ran out, up to another MAX_ACQUIRE_WAIT later, plus the latency of those requests:
+    // leaseDuration + 2 x 2.2 x retryPeriod + API_LATENCY_SECONDS = 6 + 4.4 + 1 = 11.4 s.
+    let (low, high) =
+        (LEASE_SECONDS - API_LATENCY_SECONDS, LEASE_SECONDS + 2.0 * MAX_ACQUIRE_WAIT + API_LATENCY_SECONDS);
     assert!((low..=high).contains(&leaderless), "{leaderless}s without a leader, expected {low}..={high}");
 
     // The status keeps the change, with the same time (to the millisecond; the note gives
@@ -116,10 +134,13 @@ async fn a_killed_leader_is_replaced_after_about_a_lease_duration_without_a_lead
     assert_eq!(history.len(), 2, "{history:?}");
     let recorded = history[0].leaderless_seconds.expect("a change the operator saw has a known gap");
     assert!((recorded - leaderless).abs() <= 0.06, "status {recorded}s, Event {leaderless}s");
-    // Seen at least `low` after the last renewal, which came up to a retry period before the
-    // kill; `since` is to the second.
+    // Seen at least `low` after the last renewal. A leader renews a retryPeriod after its
+    // last renewal returned (client-go's renew() runs wait.Until, without jitter), so that
+    // renewal was stored at most a retryPeriod and an Update's latency before the kill; and
+    // `since` is truncated to the second. So `since` is no earlier than killed_at + low less
+    // retryPeriod, API_LATENCY_SECONDS and a second.
     let since = history[0].since.0;
-    let earliest = killed_at + jiff::SignedDuration::from_secs_f64(low - RETRY_SECONDS - 2.0);
+    let earliest = killed_at + jiff::SignedDuration::from_secs_f64(low - RETRY_SECONDS - API_LATENCY_SECONDS - 1.0);
     assert!(since >= earliest && since <= Timestamp::now(), "since {since}: killed at {killed_at}");
     assert_eq!(history[1].holder, leader);
     assert_eq!(history[1].leaderless_seconds, None, "the first holder ends no gap the operator saw");
@@ -146,7 +167,10 @@ async fn a_released_lock_is_taken_at_the_standbys_next_attempt_not_after_the_lea
     electors.iter().find(|e| e.identity == leader).unwrap().signal("TERM");
     let leaderless = changed_after(&client, &app, &leader, &standby).await;
     println!("graceful release of the leader: {leaderless:.1}s without a leader (leaseDuration {LEASE_SECONDS}s)");
-    let high = MAX_ACQUIRE_WAIT + 1.0;
+    // A record without a holder is free to take: the standby takes it at its next attempt,
+    // up to MAX_ACQUIRE_WAIT after the release, plus the latency of its requests and of the
+    // operator's watch: 2.2 x retryPeriod + API_LATENCY_SECONDS = 3.2 s.
+    let high = MAX_ACQUIRE_WAIT + API_LATENCY_SECONDS;
     assert!(leaderless <= high, "{leaderless}s without a leader after a release, expected at most {high}s");
 
     let history = history_topped_by(&client, &ns.name, &app.name, &standby).await;
@@ -212,7 +236,9 @@ async fn the_history_survives_an_operator_restart_and_grows_on_top() {
     let history = history_topped_by(&client, &ns.name, &app.name, &third).await;
     assert_eq!(history[1..], before[..], "one new entry on top, the rest unchanged: {history:?}");
     let leaderless = history[0].leaderless_seconds.expect("the restarted operator saw the previous holder go");
-    assert!(leaderless <= MAX_ACQUIRE_WAIT + 1.0, "{leaderless}s without a leader after a release");
+    // A release, as in the previous test: 2.2 x retryPeriod + API_LATENCY_SECONDS.
+    let high = MAX_ACQUIRE_WAIT + API_LATENCY_SECONDS;
+    assert!(leaderless <= high, "{leaderless}s without a leader after a release, expected at most {high}s");
     // The histogram is the restarted process's: the one change it saw.
     wait_metric(&operator, &app.series("election_failover_seconds_count"), 1.0).await;
     wait_policy_event(&client, &ns.name, &app.name, "LeaderChanged", &format!("{second} -> {third} "), SETTLE).await;

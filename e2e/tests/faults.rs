@@ -20,6 +20,11 @@ use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
 use kube::{Api, Client, api::ListParams};
 use serde_json::{Value, json};
 
+/// A liveness deadline for everything that eventually happens after a fault. The slowest:
+/// after a restart of kube-apiserver (about 6 s idle: 3 s to stop, 3 s to be ready), the
+/// operator's watches list again within their back-off's 2 s cap (WatchBackoff), failed
+/// reconciles come back after 5 s and failed status writes within 5 s; a released lock is
+/// taken within 2.2 x retryPeriod. 60 s leaves room for several such rounds.
 const SETTLE: Duration = Duration::from_secs(60);
 
 /// The app `name` with the given (leaseDuration, renewDeadline, retryPeriod).
@@ -63,9 +68,21 @@ async fn api_server_and_etcd_outages_are_blindness_not_staleness_and_recovery_is
     let ns = TestNamespace::new("outage");
     let mut operator = started_operator(&[]).await;
     let client = admin_client().await;
-    // A leader whose lease outlives the outage (client-go keeps it: renewDeadline 38s), and
-    // one whose lease cannot (its replicas give up after 4s and exit, as client-go programs do).
-    let long = app(&client, &ns.name, "long", 2, ("45s", "38s", "1s")).await;
+    // A leader whose lease outlives the outage, and one whose lease cannot (its replicas give
+    // up after 4s and exit, as client-go programs do).
+    //
+    // The long leader keeps its lease if a renewal succeeds within renewDeadline +
+    // retryPeriod of its last one (client-go's renew(): wait.Until waits a retryPeriod, then
+    // PollUntilContextTimeout retries every retryPeriod for renewDeadline). Its last renewal
+    // was stored at most a retryPeriod and an Update's latency before the stop, so it holds
+    // on for renewDeadline, less that latency, after the stop began. The API server is away
+    // for the stop (up to 3 s: e2e/cluster kills it after a 3 s grace), the outage (30 s)
+    // and its restart until /readyz (3 s idle, longer under load), and the leader's next try
+    // comes within a retryPeriod (1 s): 37 s idle. renewDeadline 38s left under a second for
+    // a slow restart; 50s leaves 13 s. (etcd's outage is half as long.) The standby takes
+    // the lock only once the record has not changed for leaseDuration (60s) since it last
+    // saw it change, which is later still.
+    let long = app(&client, &ns.name, "long", 2, ("60s", "50s", "1s")).await;
     let short = app(&client, &ns.name, "short", 1, ("6s", "4s", "1s")).await;
     let _long_electors: Vec<Elector> =
         long.pods.iter().map(|p| Elector::spawn(ElectorBuild::Current, p, &long.env, &[])).collect();
@@ -112,6 +129,12 @@ async fn api_server_and_etcd_outages_are_blindness_not_staleness_and_recovery_is
             r#"election_leader_info{{namespace="{}",policy="probe",leader="{holder}",lock="leases/{}/probe"}}"#,
             ns.name, ns.name
         );
+        // The operator's lock watch either outlived the outage (etcd's: the API server
+        // stayed up) and delivers the change within a watch's latency, or broke and retries
+        // with WatchBackoff, capped at 2 s: it lists again at most 2 s after the write, and
+        // the observer sets the metric on that list, read here within the 100 ms poll. The
+        // remaining ~3 s are for that list, which a just-restarted API server may answer
+        // slowly.
         wait_for(
             &format!("the operator to see a change after {component} came back"),
             Duration::from_secs(5),
@@ -149,6 +172,7 @@ async fn a_sigkilled_operator_loses_and_doubles_nothing() {
     })
     .await;
     first.signal("KILL");
+    // SIGKILL ends the process at once; the deadline only bounds reaping it.
     first.wait_exit(Duration::from_secs(10)).await;
     // ... then restarted.
     let _second = started_operator(&[]).await;
@@ -315,6 +339,10 @@ spec:
     operator.wait_ready(SETTLE).await;
     editing.join().unwrap();
 
+    // A liveness deadline, longer than SETTLE: the priority level rejects most requests, a
+    // failed reconcile comes back after 5 s and a failed status write within 5 s, so each
+    // policy converges only after a number of tries that throttling makes random. 120 s is
+    // two dozen such rounds.
     for name in &names {
         wait_policy(&client, &ns.name, name, "injected despite throttling and edits", Duration::from_secs(120), |p| {
             condition(p, "ConfigInjected").is_some_and(|c| c.0 == "True")

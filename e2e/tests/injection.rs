@@ -16,6 +16,11 @@ use k8s_openapi::api::{apps::v1::ReplicaSet, core::v1::Pod};
 use kube::{Api, api::ListParams};
 use serde_json::{Value, json};
 
+/// A liveness deadline for everything that eventually happens here: the operator acts on a
+/// watch event at once (a failed reconcile comes back after 5 s, a failed status write or
+/// Event within seconds), the deployment controller rolls a template change out at its next
+/// sync, and a Pod of a local image runs seconds after it is bound. 30 s is several times
+/// the slowest of these.
 const SETTLE: Duration = Duration::from_secs(30);
 
 fn apply(namespace: &str, manifest: &str) {
@@ -110,6 +115,9 @@ async fn the_sample_policy_configures_the_deployment_and_its_new_pods() {
     // The injection rolled the Deployment. In the running Pods the kubelet resolved the
     // downward API: each elector runs with its own Pod's name and the policy's lock.
     let app = PodApp { namespace: ns.name.clone(), name: "payments-controller".into() };
+    // A liveness deadline: three Pods replaced one at a time (maxSurge 1, maxUnavailable 0),
+    // each running seconds after it is created, maybe behind the Deployment's own first
+    // rollout, which the injection overtook.
     app.wait_rolled_out(Duration::from_secs(120));
     let running = app.running_pods(&client).await;
     assert_eq!(running.len(), 3, "{running:?}");

@@ -16,6 +16,10 @@ use election_e2e::{
 use kube::Client;
 use serde_json::{Value, json};
 
+/// A liveness deadline for a restarted operator's work: it lists its caches and reconciles
+/// each policy at once (a failed reconcile comes back after 5 s, a failed status write
+/// within 5 s), and the finalizer's release lets the API server delete the policy at once.
+/// Seconds at worst; 60 s is many times that.
 const SETTLE: Duration = Duration::from_secs(60);
 const APP: &str = "web";
 
@@ -114,6 +118,7 @@ async fn injected_then_killed(client: &Client, namespace: &str) -> (Value, Opera
         "the injection itself"
     );
     operator.signal("KILL");
+    // SIGKILL ends the process at once; the deadline only bounds reaping it.
     operator.wait_exit(Duration::from_secs(10)).await;
     (original, operator)
 }

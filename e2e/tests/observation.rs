@@ -16,6 +16,11 @@ use serde_json::json;
 /// Short timings, so that a lease goes stale in seconds.
 const LEASE: Duration = Duration::from_secs(6);
 const TIMINGS: (&str, &str, &str) = ("6s", "4s", "1s");
+/// A liveness deadline for everything that eventually happens here (waits that include a
+/// lease running out add LEASE to it). The slowest is a killed leader's successor:
+/// leaseDuration + 2 x 2.2 x retryPeriod (client-go's retry jitter) + a second of API
+/// latency = 11.4 s after the kill, then the operator's Event or status write (retried
+/// within seconds when they fail); 30 s is over twice that.
 const SETTLE: Duration = Duration::from_secs(30);
 
 /// The app `name`, with the short timings and a lock of `lock_type`.
@@ -53,6 +58,9 @@ async fn the_leader_is_shown_and_a_killed_leader_is_replaced() {
     // Steady renewals cost no status writes.
     let writes = |text: &str| sample(text, "election_status_writes_total").unwrap_or(0.0);
     let before = writes(&operator.metrics().await);
+    // The leader renews a retryPeriod (1 s) after its last renewal returned (client-go's
+    // renew(): wait.Until, no jitter): five or six renewals in LEASE (6 s), still four at
+    // half a second of Update latency; the 200 ms polls see each one.
     let renewal = lease_renew_time(&client, &ns.name, "payments").await;
     let mut renewals = 0;
     let mut last = renewal;
@@ -116,6 +124,12 @@ async fn a_stopped_leader_is_stale_within_a_second_of_its_deadline_and_a_new_one
         "SIGSTOP -> LeaseStale: {:.0} ms after the deadline (last renewal {last_renewal}, leaseDuration {LEASE:?})",
         delay.as_secs_f64() * 1000.0
     );
+    // The operator judges the lease stale LEASE after it saw the last renewal change the
+    // record, on its own clock (the Event's time is when it judged). The holder stamps
+    // renewTime just before its request, so the operator's sight comes after it by the
+    // Update's latency and the watch's (and a timer that went off late adds a fresh read of
+    // the lock): never before the deadline (0.05 s for the clocks' readings), and after it
+    // by API latency alone, which a second covers several times on this local control plane.
     assert!(delay.as_secs_f64() >= -0.05, "LeaseStale before the deadline: {delay:?}");
     assert!(delay.as_secs_f64() <= 1.0, "LeaseStale {delay:?} after the deadline");
     assert!(stale.note.as_deref().unwrap().contains("since"), "{stale:?}");
@@ -233,7 +247,9 @@ async fn a_restarted_operator_reports_what_happened_while_it_was_down_once() {
     operator.kill();
     operator = started_operator(&[]).await;
     let restarted = Instant::now();
-    // Wait through more than a lease duration after the restart.
+    // Wait through more than a lease duration after the restart: the restarted operator
+    // looks at the lock as it starts, so a false LeaseStale would come LEASE after that
+    // look; a second more for the look itself and the Event's publication.
     wait_for("a lease duration after the restart", LEASE * 2, || async {
         (restarted.elapsed() > LEASE + Duration::from_secs(1)).then_some(())
     })

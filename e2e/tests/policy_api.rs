@@ -140,6 +140,8 @@ async fn invalid_specs_are_rejected_at_apply_with_a_message_naming_the_rule() {
 async fn kubectl_explain_shows_the_field_docs() {
     wait_control_plane_healthy();
     install_crd();
+    // A liveness deadline: the API server publishes an Established CRD's schema in its
+    // OpenAPI document asynchronously, within seconds.
     let explained =
         election_e2e::wait_for("kubectl explain to know the CRD", std::time::Duration::from_secs(30), || async {
             let output = kubectl(&["explain", "electionpolicy.spec.leaseDuration"], None);

@@ -89,9 +89,10 @@ pub async fn run(
             }
             _ => {}
         }
-        // client-go waits retryPeriod between attempts, jittered by up to 1.2x for
-        // contenders so they do not all hit the API server at once. A leader never sleeps
-        // past its renew deadline.
+        // A leader waits retryPeriod between renewals, and never sleeps past its renew
+        // deadline. Contenders wait retryPeriod times a random factor in [1, 1.2), so that
+        // they do not all hit the API server at once (client-go stretches theirs by [1, 2.2),
+        // JitterFactor 1.2; a few operator replicas need less spread).
         let mut wake = now + if *leading.borrow() { timings.retry_period } else { jittered(timings.retry_period) };
         if let Some(renewed) = last_renewal.filter(|_| *leading.borrow()) {
             wake = wake.min(renewed + timings.renew_deadline);
