@@ -15,7 +15,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use validator::Validate;
 
-use crate::domain::limits::{DurationLimit, MAX_FLAPPING_WINDOW, MAX_TIMING};
+use crate::limits::{DurationLimit, MAX_FLAPPING_WINDOW, MAX_TIMING};
 
 /// client-go's `DefaultLeaseDuration`, as kube-controller-manager uses it.
 pub const DEFAULT_LEASE_DURATION: &str = "15s";

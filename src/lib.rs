@@ -10,6 +10,7 @@ pub mod domain;
 pub mod failpoints;
 pub mod http;
 pub mod k8s;
+pub mod limits;
 pub mod metrics;
 pub mod operator;
 pub mod supervisor;

@@ -5,7 +5,7 @@
 
 use std::{collections::HashMap, hash::Hash, time::Instant};
 
-use crate::domain::limits::{EVENT_BURST, EVENT_REFILL_EVERY};
+use crate::limits::{EVENT_BURST, EVENT_REFILL_EVERY};
 
 #[derive(Clone, Copy, Debug)]
 struct Bucket {

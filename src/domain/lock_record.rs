@@ -11,7 +11,7 @@ use std::{collections::BTreeMap, fmt, sync::Arc};
 use jiff::Timestamp;
 use serde::Deserialize;
 
-use crate::{api::LockType, domain::limits::MAX_RECORD_LEASE_SECONDS};
+use crate::{api::LockType, limits::MAX_RECORD_LEASE_SECONDS};
 
 /// The annotation in which client-go before v0.24 kept the record on Endpoints and
 /// ConfigMap locks.

@@ -9,7 +9,6 @@ pub mod holder;
 pub mod injection;
 pub mod injection_plan;
 pub mod leadership;
-pub mod limits;
 pub mod lock_record;
 pub mod names;
 pub mod namespaces;

@@ -17,10 +17,10 @@ use jiff::Timestamp;
 use crate::{
     api::PolicyState,
     domain::{
-        limits::MAX_RECORD_LEASE_SECONDS,
         lock_record::{LeaderElectionRecord, LockContent},
         validation::Detection,
     },
+    limits::MAX_RECORD_LEASE_SECONDS,
 };
 
 /// A reading of both clocks at once: the monotonic one for deadlines, the wall one for what

@@ -9,12 +9,12 @@ use crate::{
     api::{ElectionPolicyStatus, LeaderChange, PolicyState},
     domain::{
         holder::{HolderCheck, holder_not_found_message},
-        limits::CONDITION_MESSAGE_BYTES,
         lock_record::{LeaderElectionRecord, LockKey},
         notices::{ConcurrentLeaders, fit},
         observation::{Health, LockObservation},
         reasons::{condition, condition_reason as reason, event},
     },
+    limits::CONDITION_MESSAGE_BYTES,
 };
 
 /// What reconciling the policy's configuration came to.

@@ -15,11 +15,11 @@ use crate::{
     api::{ElectionPolicySpec, InjectionSpec, LockType},
     domain::{
         go_duration,
-        limits::{DurationLimit, MAX_FLAPPING_WINDOW, MAX_TIMING},
         lock_record::LockKey,
         names::{DNS1123_LABEL, DNS1123_SUBDOMAIN, is_dns1123_label, is_dns1123_subdomain},
         namespaces::WatchedNamespaces,
     },
+    limits::{DurationLimit, MAX_FLAPPING_WINDOW, MAX_TIMING},
 };
 
 /// client-go's `JitterFactor`: renewDeadline must exceed it times retryPeriod.

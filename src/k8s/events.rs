@@ -31,11 +31,11 @@ use crate::{
     domain::{
         event_budget::EventBudget,
         fair_queue::{FairQueue, Full},
-        limits::{EVENT_ATTEMPTS, EVENTS_QUEUED, EVENTS_QUEUED_PER_NAMESPACE},
         notices::{Notice, Regarding, Severity, fit_note},
         policy_key::PolicyKey,
     },
     k8s::api_call,
+    limits::{EVENT_ATTEMPTS, EVENTS_QUEUED, EVENTS_QUEUED_PER_NAMESPACE},
     metrics::Metrics,
     supervisor::Supervisor,
 };

@@ -25,7 +25,6 @@ use crate::{
     api::LockType,
     domain::{
         holder::HolderPod,
-        limits::clamp_timer,
         lock_record::{LockContent, LockKey, LockScope},
         observation::Moment,
         policy_key::PolicyKey,
@@ -39,6 +38,7 @@ use crate::{
         pods::PodIndex,
         status_writer::StatusWriter,
     },
+    limits::clamp_timer,
     metrics::Metrics,
     supervisor::Supervisor,
 };

@@ -9,7 +9,7 @@
 //! 422) is retried every few minutes, reported in a metric by reason and in the log with the
 //! API server's answer, and never occupies a worker meanwhile.
 //!
-//! [`limits`]: crate::domain::limits
+//! [`limits`]: crate::limits
 
 use std::{
     collections::{HashMap, HashSet},
@@ -27,13 +27,9 @@ use tracing::{debug, warn};
 
 use crate::{
     api::ElectionPolicyStatus,
-    domain::{
-        fair_queue::FairQueue,
-        injection::FIELD_MANAGER,
-        limits::{STATUS_RETRY_FIRST, STATUS_RETRY_PERMANENT_MAX, STATUS_RETRY_TRANSIENT_MAX},
-        policy_key::PolicyKey,
-    },
+    domain::{fair_queue::FairQueue, injection::FIELD_MANAGER, policy_key::PolicyKey},
     k8s::{api_call, status_code},
+    limits::{STATUS_RETRY_FIRST, STATUS_RETRY_PERMANENT_MAX, STATUS_RETRY_TRANSIENT_MAX},
     metrics::Metrics,
     supervisor::Supervisor,
 };
