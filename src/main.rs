@@ -224,7 +224,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
         } else {
             MetricsServing::Open
         };
-        let server = serve_metrics(address, metrics.clone(), serving);
+        let server = serve_metrics(address, metrics.clone(), serving, supervisor.clone());
         let reporter = supervisor.clone();
         supervisor.spawn_forever("metrics endpoint", async move {
             if let Err(error) = server.await {

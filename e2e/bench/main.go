@@ -55,6 +55,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
@@ -108,6 +109,7 @@ type options struct {
 	kubeconfig, operatorBinary, ksmBinary, auditLog, out, watchLeases string
 	prometheusBinary, rulesFile                                       string
 	policies, noise, noisePods, transitions, stale, writeCost         int
+	podChurn                                                          int
 	steady, renewEvery                                                time.Duration
 }
 
@@ -125,6 +127,7 @@ func main() {
 	flag.IntVar(&o.noise, "noise", 5000, "M: noise Leases in kube-node-lease renewed every 10s")
 	flag.IntVar(&o.noisePods, "noise-pods", 0, "P: Pending Pods in namespaces no policy selects, created for a last steady window")
 	flag.IntVar(&o.transitions, "transitions", 100, "leader changes to time")
+	flag.IntVar(&o.podChurn, "pod-churn", 0, "Pod changes a minute, to 100 Pods in the policies' own namespace, for a steady window with leader changes timed in it (0: skip)")
 	flag.IntVar(&o.stale, "stale", 50, "leases to let go stale")
 	flag.DurationVar(&o.steady, "steady", 60*time.Second, "length of each steady-state window")
 	flag.StringVar(&o.watchLeases, "watch-leases", "", "internal: be the bare watch on this namespace's Leases")
@@ -495,6 +498,11 @@ type result struct {
 	onTimeAtStart                               int
 	alertOurs, alertKSM                         []time.Duration
 	alertOursMissed, alertKSMMissed             int
+	// The Pod churn window (--pod-churn): changes made a minute, the operator's CPU and
+	// the observer's steps for Pods meanwhile, and leader changes timed in it.
+	churnRate, cpuChurn, churnSteps float64
+	churnEvent, churnFloor          []time.Duration
+	churnMissed                     int64
 }
 
 func run(o options) error {
@@ -729,6 +737,17 @@ func run(o options) error {
 		r.rssPods, _ = operator.memory()
 	}
 
+	// Pod churn in the policies' own namespace, where the operator watches Pods: changes that
+	// concern no policy (no holder's Pod, no label change) must cost the observer nothing, and
+	// leave another policy's Event latency at the floor.
+	var churnNames []string
+	if o.podChurn > 0 {
+		churnNames = apps.order[len(apps.order)-min(20, len(apps.order)/4):]
+		if err := podChurnWindow(ctx, client, apps, ns, o, &r, operator, metricsPort, churnNames, floorSeen, statusSeen); err != nil {
+			return err
+		}
+	}
+
 	// A restart, as an upgrade or a rescheduled Pod makes one: every policy already has its
 	// status, so the new process must learn who leads everywhere from its lists and watches
 	// and need not write anything.
@@ -751,38 +770,12 @@ func run(o options) error {
 		o.policies, r.restartIn.Round(time.Millisecond), r.restartWrites)
 
 	logf("timing %d leader changes", o.transitions)
-	names := append([]string(nil), apps.order...)
+	names := append([]string(nil), apps.order[:len(apps.order)-len(churnNames)]...)
 	rand.Shuffle(len(names), func(i, j int) { names[i], names[j] = names[j], names[i] })
-	// Leases that change leader and leases that go stale are disjoint.
+	// Leases that change leader, leases that go stale and the leases of the Pod churn's
+	// changes are disjoint.
 	transitions := names[:max(0, min(o.transitions, len(names)-o.stale))]
-	acks := map[string]time.Time{}
-	for _, name := range transitions {
-		ack, err := apps.update(ctx, name, func(spec *coordinationv1.LeaseSpec) {
-			now := metav1.NewMicroTime(time.Now())
-			spec.HolderIdentity = ptr.To(name + "-b")
-			spec.AcquireTime, spec.RenewTime = &now, &now
-			spec.LeaseTransitions = ptr.To(*spec.LeaseTransitions + 1)
-		})
-		if err == nil {
-			acks[name] = ack
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	time.Sleep(5 * time.Second)
-	changed := eventTimes(ctx, client, ns, "LeaderChanged")
-	for name, ack := range acks {
-		if t, ok := floorSeen.get(name, name+"-b"); ok {
-			r.floor = append(r.floor, t.Sub(ack))
-		}
-		if t, ok := changed[name]; ok {
-			r.event = append(r.event, t.Sub(ack))
-		} else {
-			r.transitionsMissed++
-		}
-		if t, ok := statusSeen.get(name, name+"-b"); ok {
-			r.status = append(r.status, t.Sub(ack))
-		}
-	}
+	r.event, r.floor, r.status, r.transitionsMissed = timeTransitions(ctx, client, apps, ns, transitions, "-b", floorSeen, statusSeen)
 
 	// Alert latency: Prometheus (and kube-state-metrics again) only now, so that neither
 	// weighs on the windows above.
@@ -859,6 +852,105 @@ func run(o options) error {
 		defer f.Close()
 		fmt.Fprintln(f, table)
 	}
+	return nil
+}
+
+// timeTransitions changes the holder of each Lease in names to name+suffix, 20 ms apart,
+// and returns, for each, how long after the API server acknowledged it the operator's
+// LeaderChanged Event, the bare watch and a watch of the status saw it, and how many got no
+// Event.
+func timeTransitions(ctx context.Context, client kubernetes.Interface, apps *generator, ns string, names []string, suffix string, floorSeen, statusSeen *sightings) (event, floor, status []time.Duration, missed int64) {
+	acks := map[string]time.Time{}
+	for _, name := range names {
+		ack, err := apps.update(ctx, name, func(spec *coordinationv1.LeaseSpec) {
+			now := metav1.NewMicroTime(time.Now())
+			spec.HolderIdentity = ptr.To(name + suffix)
+			spec.AcquireTime, spec.RenewTime = &now, &now
+			spec.LeaseTransitions = ptr.To(*spec.LeaseTransitions + 1)
+		})
+		if err == nil {
+			acks[name] = ack
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(5 * time.Second)
+	changed := eventTimes(ctx, client, ns, "LeaderChanged")
+	for name, ack := range acks {
+		if t, ok := floorSeen.get(name, name+suffix); ok {
+			floor = append(floor, t.Sub(ack))
+		}
+		if t, ok := changed[name]; ok {
+			event = append(event, t.Sub(ack))
+		} else {
+			missed++
+		}
+		if t, ok := statusSeen.get(name, name+suffix); ok {
+			status = append(status, t.Sub(ack))
+		}
+	}
+	return event, floor, status, missed
+}
+
+// churnPods is how many Pods the churn changes in turn.
+const churnPods = 100
+
+// podChurnWindow makes o.podChurn Pod changes a minute (annotations of 100 Pending Pods in
+// the policies' namespace: a change of a Pod as a status update is, no name or label
+// changed) for a steady window, times leader changes of names in it, and records the
+// operator's CPU and the observer's steps for Pods meanwhile.
+func podChurnWindow(ctx context.Context, client kubernetes.Interface, apps *generator, ns string, o options, r *result, operator *process, metricsPort int, names []string, floorSeen, statusSeen *sightings) error {
+	logf("Pod churn: %d changes a minute to %d Pods in %s, for %s", o.podChurn, churnPods, ns, o.steady)
+	_, err := inParallel(churnPods, 16, func(i int) error {
+		pod := &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("churn-%d", i), Labels: map[string]string{"election-bench": "churn"}},
+			Spec: corev1.PodSpec{
+				SchedulerName: "election-bench-none",
+				Containers:    []corev1.Container{{Name: "app", Image: "localhost/pause:e2e"}},
+			},
+		}
+		_, err := client.CoreV1().Pods(ns).Create(ctx, pod, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("creating churn pods: %w", err)
+	}
+	defer func() {
+		_ = client.CoreV1().Pods(ns).DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "election-bench=churn"})
+	}()
+	churnCtx, stop := context.WithCancel(ctx)
+	var made atomic.Int64
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(time.Minute / time.Duration(o.podChurn))
+		defer tick.Stop()
+		for n := 0; ; n++ {
+			select {
+			case <-churnCtx.Done():
+				return
+			case <-tick.C:
+			}
+			patch := fmt.Sprintf(`{"metadata":{"annotations":{"churn":"%d"}}}`, n)
+			name := fmt.Sprintf("churn-%d", n%churnPods)
+			if _, err := client.CoreV1().Pods(ns).Patch(churnCtx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err == nil {
+				made.Add(1)
+			}
+		}
+	}()
+	const steps = `election_observer_steps_total{input="pods"}`
+	cpu0, steps0, from := operator.cpu(), scrape(metricsPort, steps), time.Now()
+	time.Sleep(o.steady / 2)
+	r.churnEvent, r.churnFloor, _, r.churnMissed = timeTransitions(ctx, client, apps, ns, names, "-c", floorSeen, statusSeen)
+	if rest := o.steady - time.Since(from); rest > 0 {
+		time.Sleep(rest)
+	}
+	minutes := time.Since(from).Minutes()
+	r.cpuChurn = (operator.cpu() - cpu0) / minutes
+	r.churnSteps = scrape(metricsPort, steps) - steps0
+	stop()
+	<-done
+	r.churnRate = float64(made.Load()) / minutes
+	logf("Pod churn: %.0f changes a minute made; %.0f observer steps for Pods", r.churnRate, r.churnSteps)
 	return nil
 }
 
@@ -1257,6 +1349,12 @@ func (r result) markdown() string {
 		}
 		fmt.Fprintf(&b, "| RSS steady with %d noise Pods | %.1f MiB (without them: %+.1f%%) | (kube-state-metrics runs with --resources=leases: Pods are not its concern) |\n", r.p, r.rssPods, growth)
 		fmt.Fprintf(&b, "| CPU seconds per minute with %d noise Pods | %.2f (%.1f%% of a core) | |\n", r.p, r.cpuPods, r.cpuPods/60*100)
+	}
+	if r.churnRate > 0 {
+		fmt.Fprintf(&b, "| Pod churn: %.0f Pod changes a minute in the %d policies' namespace: CPU seconds per minute; observer steps for Pods | %.2f (without the churn: %.2f); %.0f | |\n",
+			r.churnRate, r.n, r.cpuChurn, r.cpuNoNoise, r.churnSteps)
+		fmt.Fprintf(&b, "| transition → LeaderChanged Event during the Pod churn, p50 / p99 | %s / %s (%d without Event) | bare watch: %s / %s |\n",
+			percentile(r.churnEvent, .5), percentile(r.churnEvent, .99), r.churnMissed, percentile(r.churnFloor, .5), percentile(r.churnFloor, .99))
 	}
 	fmt.Fprintf(&b, "| lock watch events received per renewal, with / without noise | %.3f / %.3f | |\n", r.eventsPerRenewal, r.eventsPerRenewalNoNoise)
 	fmt.Fprintf(&b, "| API requests per second made | %.2f | |\n", r.apiPerSec)

@@ -24,7 +24,11 @@ use axum::{
 use tracing::{info, warn};
 
 use self::access::{Decision, MetricsAccess};
-use crate::{Error, Result, metrics::Metrics, supervisor::Liveness};
+use crate::{
+    Error, Result,
+    metrics::Metrics,
+    supervisor::{Liveness, Supervisor},
+};
 
 /// Whether the operator is doing its job: a standby waiting for leadership is ready; a
 /// leader is ready once its caches are synced.
@@ -65,7 +69,12 @@ struct MetricsState {
     access: Option<MetricsAccess>,
 }
 
-pub async fn serve_metrics(address: SocketAddr, metrics: Metrics, serving: MetricsServing) -> std::io::Result<()> {
+pub async fn serve_metrics(
+    address: SocketAddr,
+    metrics: Metrics,
+    serving: MetricsServing,
+    supervisor: Supervisor,
+) -> std::io::Result<()> {
     match serving {
         MetricsServing::Open => {
             let router =
@@ -75,7 +84,7 @@ pub async fn serve_metrics(address: SocketAddr, metrics: Metrics, serving: Metri
         MetricsServing::Secure { tls, access } => {
             let state = MetricsState { metrics, access: Some(access) };
             let router = Router::new().route("/metrics", get(render_metrics)).with_state(state);
-            let listener = tls::TlsListener::bind(address, tls).await?;
+            let listener = tls::TlsListener::bind(address, tls, &supervisor).await?;
             info!(address = %listener.local_addr, "serving metrics over HTTPS to authorized callers");
             axum::serve(listener, router).await
         }

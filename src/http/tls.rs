@@ -5,18 +5,29 @@
 //! `insecureSkipVerify`); what TLS buys here is that the bearer token a scraper sends cannot
 //! be read off the wire.
 
-use std::{io, net::SocketAddr, path::Path, sync::Arc, time::Duration};
+use std::{
+    io,
+    net::SocketAddr,
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
 
 use rustls::{
     ServerConfig,
     pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, pem::PemObject},
 };
 use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::mpsc,
+    sync::{OwnedSemaphorePermit, Semaphore, mpsc},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tracing::debug;
+
+use crate::supervisor::Supervisor;
 
 /// How long a client may take to finish its TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -52,21 +63,37 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_string()).unwrap_or_default()
 }
 
+/// Connections to the secure metrics endpoint open at once, handshakes included; the
+/// accept loop waits for one to close beyond that. Its callers are a few Prometheus
+/// replicas: the bound only keeps a flood of connections from growing the operator's memory
+/// and tasks without end.
+pub const MAX_CONNECTIONS: usize = 256;
+
 /// A listener that hands axum connections whose TLS handshake has completed. Handshakes run
-/// in tasks of their own, so a client that never finishes one holds up no other.
+/// in tasks of their own, so a client that never finishes one holds up no other; each
+/// connection holds one of [`MAX_CONNECTIONS`] permits until it closes.
 pub struct TlsListener {
-    connections: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    connections: mpsc::Receiver<(Connection, SocketAddr)>,
     pub local_addr: SocketAddr,
 }
 
+/// A TLS connection and its permit.
+pub struct Connection {
+    stream: TlsStream<TcpStream>,
+    _permit: OwnedSemaphorePermit,
+}
+
 impl TlsListener {
-    pub async fn bind(address: SocketAddr, config: Arc<ServerConfig>) -> io::Result<Self> {
+    pub async fn bind(address: SocketAddr, config: Arc<ServerConfig>, supervisor: &Supervisor) -> io::Result<Self> {
         let tcp = TcpListener::bind(address).await?;
         let local = tcp.local_addr()?;
         let (sender, connections) = mpsc::channel(64);
         let acceptor = TlsAcceptor::from(config);
-        tokio::spawn(async move {
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        let handshakes = supervisor.clone();
+        supervisor.spawn_forever("metrics TLS acceptor", async move {
             loop {
+                let Ok(permit) = permits.clone().acquire_owned().await else { return };
                 let (stream, peer) = match tcp.accept().await {
                     Ok(accepted) => accepted,
                     Err(error) => {
@@ -77,10 +104,10 @@ impl TlsListener {
                     }
                 };
                 let (acceptor, sender) = (acceptor.clone(), sender.clone());
-                tokio::spawn(async move {
+                handshakes.spawn("metrics TLS handshake", async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                        Ok(Ok(tls)) => {
-                            let _ = sender.send((tls, peer)).await;
+                        Ok(Ok(stream)) => {
+                            let _ = sender.send((Connection { stream, _permit: permit }, peer)).await;
                         }
                         Ok(Err(error)) => debug!(%peer, %error, "TLS handshake failed"),
                         Err(_) => debug!(%peer, "TLS handshake timed out"),
@@ -93,19 +120,52 @@ impl TlsListener {
 }
 
 impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream<TcpStream>;
+    type Io = Connection;
     type Addr = SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         match self.connections.recv().await {
             Some(connection) => connection,
-            // The accepting task never stops while the listener lives.
+            // The accepting task never stops while the listener lives (and if it did, the
+            // supervisor stops the process).
             None => std::future::pending().await,
         }
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local_addr)
+    }
+}
+
+impl AsyncRead for Connection {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Connection {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
     }
 }
 
