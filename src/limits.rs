@@ -47,11 +47,12 @@ pub fn clamp_timer(deadline: Instant, now: Instant) -> Instant {
 pub const EVENT_BURST: u32 = 25;
 pub const EVENT_REFILL_EVERY: Duration = Duration::from_secs(300);
 
-/// Events waiting to be published, per namespace and in all: a namespace's burst (200
-/// policies going stale at once) fits; beyond, its Events are dropped and counted, never
-/// waited for, and the other namespaces keep their room.
-pub const EVENTS_QUEUED_PER_NAMESPACE: usize = 512;
-pub const EVENTS_QUEUED: usize = 8192;
+/// Events waiting to be published, per namespace and in all (a few hundred bytes each: 6 MiB
+/// at most): a namespace's burst (all its policies' first LeaderElected at a start, 200 going
+/// stale at once) fits; beyond, its Events are dropped and counted, never waited for, and
+/// the other namespaces keep their room.
+pub const EVENTS_QUEUED_PER_NAMESPACE: usize = 4096;
+pub const EVENTS_QUEUED: usize = 16384;
 
 /// Attempts to publish one Event before it is dropped (and counted), retried with back-off
 /// off the workers' path.

@@ -423,7 +423,7 @@ async fn pod_churn_reaches_only_the_policies_it_concerns() {
     let ns = TestNamespace::new("churn");
     let operator = started_operator(&[]).await;
     let client = admin_client().await;
-    let (app, _elector) = quiet_tenant(&client, &ns.name).await;
+    let (app, elector) = quiet_tenant(&client, &ns.name).await;
     let steps = || async {
         sample(&operator.metrics().await, r#"election_observer_steps_total{input="pods"}"#)
             .expect("the observer counts the Pod changes it hands to policies")
@@ -439,19 +439,27 @@ async fn pod_churn_reaches_only_the_policies_it_concerns() {
             "spec": {"restartPolicy": "Never", "containers": [{"name": "c", "image": "localhost/pause:e2e", "imagePullPolicy": "Never"}]}});
         apply_object(&ns.name, &pod);
     }
-    let started = Instant::now();
-    let mut changes = 0;
+    // The churn runs while the app's leader freezes: its staleness is timed meanwhile.
+    let (stop_churn, mut stopped) = tokio::sync::watch::channel(false);
     let targets: Vec<String> = (0..10).map(|i| format!("job-{i}")).chain([app.pods[0].clone()]).collect();
-    for round in 0..100 {
-        let patch = kube::api::Patch::Merge(json!({"metadata": {"annotations": {"churn": round.to_string()}}}));
-        let params = kube::api::PatchParams::default();
-        let writes = targets.iter().map(|pod| pods.patch(pod, &params, &patch));
-        for result in futures::future::join_all(writes).await {
-            result.unwrap();
-            changes += 1;
+    let churn = tokio::spawn(async move {
+        let started = Instant::now();
+        let mut changes = 0u32;
+        for round in 0u64.. {
+            // At least 100 rounds of the 11 Pods, and on until the freeze was timed.
+            if round >= 100 && *stopped.borrow_and_update() {
+                break;
+            }
+            let patch = kube::api::Patch::Merge(json!({"metadata": {"annotations": {"churn": round.to_string()}}}));
+            let params = kube::api::PatchParams::default();
+            let writes = targets.iter().map(|pod| pods.patch(pod, &params, &patch));
+            changes += futures::future::join_all(writes).await.iter().filter(|r| r.is_ok()).count() as u32;
         }
-    }
-    let took = started.elapsed();
+        (changes, started.elapsed())
+    });
+    quiet_goes_stale_in_time(&client, &app, &elector).await;
+    let _ = stop_churn.send(true);
+    let (changes, took) = churn.await.unwrap();
     // The watch has delivered them once the next change the test makes is seen: the
     // holder's Pod losing its app label, which concerns the policy.
     kubectl_ok(&["-n", &ns.name, "label", "pod", &app.pods[0], "app-"], None);
@@ -462,6 +470,9 @@ async fn pod_churn_reaches_only_the_policies_it_concerns() {
         changes as f64 / took.as_secs_f64() * 60.0,
         after - before
     );
+    assert!(changes >= 1100, "the churn made only {changes} changes");
+    // The holder's Pod changing its labels, once or twice (the ReplicaSet's replacement Pod
+    // is another Pod); none for the churn.
     assert!(after - before <= 2.0, "Pod changes that concern no policy reached it: {} steps", after - before);
 }
 

@@ -55,6 +55,9 @@ fn object_reference(regarding: &Regarding) -> ObjectReference {
     }
 }
 
+/// How often dropped Events are reported in the log, at most.
+const DROP_WARNING_EVERY: Duration = Duration::from_secs(10);
+
 /// One Event to publish, and how many times it was tried.
 struct Pending {
     regarding: Regarding,
@@ -70,6 +73,9 @@ pub struct Events {
 
 struct Shared {
     queue: Mutex<FairQueue<Pending>>,
+    /// Drops since the last warning about them, and when that was: one line every few
+    /// seconds says how many, not one line per Event.
+    drops: Mutex<(Option<Instant>, u64)>,
     budget: Mutex<EventBudget<PolicyKey>>,
     work: Notify,
     client: Client,
@@ -93,6 +99,7 @@ impl Events {
     pub fn start(client: Client, instance: String, metrics: Metrics, supervisor: &Supervisor, workers: usize) -> Self {
         let shared = Arc::new(Shared {
             queue: Mutex::new(FairQueue::new(EVENTS_QUEUED_PER_NAMESPACE, EVENTS_QUEUED)),
+            drops: Mutex::new((None, 0)),
             budget: Mutex::default(),
             work: Notify::new(),
             client,
@@ -125,12 +132,18 @@ impl Shared {
         match pushed {
             Ok(()) => self.work.notify_one(),
             Err((full, pending)) => {
+                self.metrics.event_dropped("queue_full");
                 let why = match full {
                     Full::Tenant => "its namespace's queue is full",
                     Full::Queue => "the queue is full",
                 };
-                warn!(namespace = %namespace, policy = %pending.regarding.name, reason = pending.notice.reason, "event dropped: {why}");
-                self.metrics.event_dropped("queue_full");
+                debug!(namespace = %namespace, policy = %pending.regarding.name, reason = pending.notice.reason, "event dropped: {why}");
+                let mut drops = self.drops.lock().unwrap_or_else(|e| e.into_inner());
+                drops.1 += 1;
+                if drops.0.is_none_or(|warned| warned.elapsed() >= DROP_WARNING_EVERY) {
+                    warn!(dropped = drops.1, last_namespace = %namespace, "events dropped: {why} (election_events_dropped_total counts them)");
+                    *drops = (Some(Instant::now()), 0);
+                }
             }
         }
     }
