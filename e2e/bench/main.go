@@ -47,6 +47,7 @@ import (
 	"syscall"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -917,6 +918,29 @@ func podChurnWindow(ctx context.Context, client kubernetes.Interface, apps *gene
 	defer func() {
 		_ = client.CoreV1().Pods(ns).DeleteCollection(context.Background(), metav1.DeleteOptions{}, metav1.ListOptions{LabelSelector: "election-bench=churn"})
 	}()
+	// The operator watches a namespace's Pods while a policy there selects a Deployment: one
+	// Deployment (no replicas) for the first policy makes it watch them, as any namespace
+	// whose apps the operator configures.
+	selected := map[string]string{"app": apps.order[0]}
+	deployment := &appsv1.Deployment{
+		ObjectMeta: metav1.ObjectMeta{Name: "churn-target", Labels: selected},
+		Spec: appsv1.DeploymentSpec{
+			Replicas: ptr.To(int32(0)),
+			Selector: &metav1.LabelSelector{MatchLabels: selected},
+			Template: corev1.PodTemplateSpec{
+				ObjectMeta: metav1.ObjectMeta{Labels: selected},
+				Spec:       corev1.PodSpec{Containers: []corev1.Container{{Name: "app", Image: "localhost/pause:e2e"}}},
+			},
+		},
+	}
+	if _, err := client.AppsV1().Deployments(ns).Create(ctx, deployment, metav1.CreateOptions{}); err != nil {
+		return fmt.Errorf("creating the churn's Deployment: %w", err)
+	}
+	defer func() {
+		_ = client.AppsV1().Deployments(ns).Delete(context.Background(), "churn-target", metav1.DeleteOptions{})
+	}()
+	// The policy's reconcile and the Pods' first list take well under this on this machine.
+	time.Sleep(5 * time.Second)
 	churnCtx, stop := context.WithCancel(ctx)
 	var made atomic.Int64
 	done := make(chan struct{})
